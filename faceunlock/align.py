@@ -1,0 +1,164 @@
+"""From face-mesh landmarks to the 150×150 face chip dlib's descriptor expects.
+
+Pure numpy/OpenCV. Pixel convention: pixel centres at integer coordinates (OpenCV and
+dlib). Images are (H, W, 3) uint8 RGB.
+
+dlib's chip geometry (``get_face_chip(img, shape5, size=150, padding=0.25)``): five
+template points (x, y in [0, 1]) in dlib's order — outer then inner corner of the eye on
+the image's right, outer then inner corner of the eye on the image's left, base of the
+nose — placed in the chip at ``(padding + p) / (1 + 2 padding) * size``. A least-squares
+similarity transform maps the chip onto the image; dlib halves the image with a
+[1 4 6 4 1]² / 256 pyramid while the source is more than twice the chip's size, then
+samples bilinearly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "DLIB_TEMPLATE",
+    "FivePointMap",
+    "five_point_map",
+    "similarity_transform",
+    "chip_transform",
+    "extract_chip",
+]
+
+_DLIB_UNIT = np.array(
+    [
+        (0.8595674595992, 0.2134981538014),
+        (0.6460604764104, 0.2289674387677),
+        (0.1205750620789, 0.2137274526848),
+        (0.3340850613712, 0.2290642403242),
+        (0.4901123135679, 0.6277975316475),
+    ]
+)
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+
+
+def dlib_template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
+    """dlib's five template points in chip pixels, (5, 2)."""
+    return (padding + _DLIB_UNIT) / (2 * padding + 1) * size
+
+
+DLIB_TEMPLATE = dlib_template()
+
+# Face-mesh indices nearest to dlib's five points (image-right eye outer/inner,
+# image-left eye outer/inner, nose base). Used when no fitted map is shipped.
+NEAREST_MESH = (263, 362, 33, 133, 2)
+
+_MAP_FILE = Path(__file__).resolve().parent / "models" / "five_point_map.json"
+
+
+@dataclass(frozen=True)
+class FivePointMap:
+    """Each of dlib's five points as an affine combination of face-mesh landmarks.
+
+    ``indices[k]`` are mesh landmark indices and ``weights[k]`` their weights (summing
+    to 1), so the map commutes with any similarity transform of the face.
+    """
+
+    indices: tuple[tuple[int, ...], ...]
+    weights: tuple[tuple[float, ...], ...]
+    name: str = "nearest"
+
+    def apply(self, landmarks: np.ndarray) -> np.ndarray:
+        """(468, 2 or 3) landmarks in pixels → (5, 2) points in pixels."""
+        xy = np.asarray(landmarks, dtype=np.float64)[:, :2]
+        return np.stack(
+            [np.asarray(w) @ xy[list(idx)] for idx, w in zip(self.indices, self.weights)]
+        )
+
+    @classmethod
+    def nearest(cls) -> "FivePointMap":
+        return cls(tuple((i,) for i in NEAREST_MESH), tuple((1.0,) for _ in NEAREST_MESH))
+
+    @classmethod
+    def from_json(cls, path: Path) -> "FivePointMap":
+        spec = json.loads(path.read_text())
+        return cls(
+            tuple(tuple(int(i) for i in p["indices"]) for p in spec["points"]),
+            tuple(tuple(float(w) for w in p["weights"]) for p in spec["points"]),
+            name=spec.get("name", path.stem),
+        )
+
+
+@lru_cache(maxsize=1)
+def five_point_map() -> FivePointMap:
+    """The shipped landmark → dlib five-point map (``models/five_point_map.json``), or the
+    nearest-landmark map when that file is absent."""
+    if _MAP_FILE.is_file():
+        return FivePointMap.from_json(_MAP_FILE)
+    return FivePointMap.nearest()
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection)
+    mapping ``src`` (N, 2) onto ``dst`` (N, 2). Returns a 2×3 matrix."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    s0, d0 = src - ms, dst - md
+    var = (s0**2).sum()
+    if var <= 0:
+        raise ValueError("degenerate source points")
+    # closed form for 2-D: a = scale*cos, b = scale*sin
+    a = (s0[:, 0] * d0[:, 0] + s0[:, 1] * d0[:, 1]).sum() / var
+    b = (s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum() / var
+    r = np.array([[a, -b], [b, a]])
+    t = md - r @ ms
+    return np.hstack([r, t[:, None]])
+
+
+def chip_transform(points5: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
+    """2×3 matrix mapping chip pixel centres to image pixels for dlib's chip geometry.
+
+    As dlib does: the least-squares transform fixes the angle, the scale s and the centre
+    (its image of chip point (size/2, size/2)); the chip's ``size`` pixels then span a
+    source rectangle ``size·s − 1`` pixels wide around that centre.
+    """
+    m = similarity_transform(dlib_template(size, padding), points5)
+    s = math.hypot(m[0, 0], m[1, 0])
+    rot = m[:, :2] / s
+    centre = m[:, :2] @ np.array([size / 2, size / 2]) + m[:, 2]
+    lin = rot * ((size * s - 1) / (size - 1))
+    t = centre - lin @ np.array([(size - 1) / 2, (size - 1) / 2])
+    return np.hstack([lin, t[:, None]])
+
+
+def extract_chip(
+    image: np.ndarray, points5: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
+) -> np.ndarray:
+    """The (size, size, 3) uint8 RGB face chip for five dlib-order points in pixels."""
+    m = chip_transform(points5, size, padding)
+    scale = math.hypot(m[0, 0], m[1, 0])  # image pixels per chip pixel
+    # Work on the part of the image the chip covers (plus a margin for the filters).
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) - [0.5, 0.5, 0]
+    pts = corners @ m.T
+    h, w = image.shape[:2]
+    x0 = int(max(0, math.floor(pts[:, 0].min()) - 8))
+    y0 = int(max(0, math.floor(pts[:, 1].min()) - 8))
+    x1 = int(min(w, math.ceil(pts[:, 0].max()) + 9))
+    y1 = int(min(h, math.ceil(pts[:, 1].max()) + 9))
+    if x1 - x0 < 2 or y1 - y0 < 2:  # chip entirely outside the image
+        return np.zeros((size, size, 3), np.uint8)
+    img = image[y0:y1, x0:x1]
+    m = m.copy()
+    m[:, 2] -= (x0, y0)
+    while scale > 2.0 and min(img.shape[:2]) >= 4:
+        img = cv2.pyrDown(img)
+        m = m / 2.0
+        scale /= 2.0
+    return cv2.warpAffine(
+        img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )

@@ -1,0 +1,1114 @@
+"""Encrypted, authenticated, crash-safe storage of face templates.
+
+One file per profile holds every enrolled user of that profile. Each user's record is
+sealed with AES-256-GCM; the whole file is additionally covered by an HMAC-SHA256, so a
+changed, missing or added byte anywhere is detected. The byte layout, the crypto, the key
+sources, the locking protocol and the threat model are documented in ``docs/STORE.md``.
+
+Security rules kept here on purpose:
+
+* only standard primitives from ``cryptography`` (AES-GCM, HMAC-SHA256, HKDF-SHA256,
+  Argon2id / scrypt); no home-made crypto;
+* every way stored data can fail authentication raises :class:`StoreIntegrityError` with
+  one generic message (no oracle), and the file is never modified when it is raised;
+* MACs and key checks are compared in constant time (:func:`hmac.compare_digest`);
+* template bytes never reach disk in plaintext, nor any message, ``repr`` or log.
+
+This module never imports the engine, the camera or the CLI, and has no network code.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import secrets
+import struct
+import threading
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from .errors import StoreError, StoreIntegrityError
+
+__all__ = [
+    "TemplateStore",
+    "UserRecord",
+    "Argon2idParams",
+    "ScryptParams",
+    "StoreValueError",
+    "default_store_path",
+    "default_key_path",
+    "argon2id_available",
+    "MAGIC",
+    "FORMAT_VERSION",
+    "KEY_BYTES",
+    "MAX_USER_ID_BYTES",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# --------------------------------------------------------------------------- format
+MAGIC: bytes = b"\x89FUS\r\n\x1a\n"  #: 8 bytes, PNG-style: catches text-mode mangling
+FORMAT_VERSION: int = 1
+KEY_BYTES: int = 32  #: raw key length in bytes (AES-256)
+SALT_BYTES: int = 16
+NONCE_BYTES: int = 12  #: 96-bit GCM nonce, random per write
+TAG_BYTES: int = 16  #: GCM tag
+ID_BYTES: int = 32  #: keyed user tag, HMAC-SHA256
+MAC_BYTES: int = 32  #: HMAC-SHA256
+MAX_USER_ID_BYTES: int = 256
+MAX_META_BYTES: int = 64 * 1024
+MAX_TEMPLATES: int = 4096  #: rows per user
+MAX_DIM: int = 8192  #: template dimension
+MAX_USERS: int = 100_000
+MAX_FILE_BYTES: int = 512 * 1024 * 1024
+
+KDF_NONE = 0  # raw 256-bit key (app key or key file)
+KDF_ARGON2ID = 1
+KDF_SCRYPT = 2
+
+_HDR = struct.Struct(">8sHBBIII16s")  # magic, version, kdf, reserved, p1, p2, p3, salt
+_FIXED = _HDR.size  # 40
+_HEADER_LEN = _FIXED + MAC_BYTES  # 72: fixed part + key check
+_COUNT = struct.Struct(">I")
+_ENTRY = struct.Struct(">32s12sI")  # user tag, nonce, ciphertext length
+_MIN_FILE = _HEADER_LEN + _COUNT.size + MAC_BYTES
+_HKDF_INFO = b"faceunlock store v1 subkeys"
+
+# Upper bounds on KDF parameters read from a file: a tampered header must not be able
+# to make opening the store allocate unbounded memory or run for hours.
+MAX_ARGON2_MEMORY_KIB: int = 1 << 20  # 1 GiB
+MAX_ARGON2_ITERATIONS: int = 16
+MAX_ARGON2_LANES: int = 64
+MAX_SCRYPT_LOG2_N: int = 22
+MAX_SCRYPT_R: int = 32
+MAX_SCRYPT_P: int = 16
+MAX_SCRYPT_MEMORY_BYTES: int = 1 << 30
+
+_INTEGRITY_MESSAGE = (
+    "template store failed authentication: it is corrupt, truncated or tampered with, "
+    "or the key or passphrase is wrong"
+)
+
+_TMP_PREFIX = ".{name}.tmp-"
+_TMP_SUFFIX_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class StoreValueError(StoreError, ValueError):
+    """A bad argument to the store: wrong key length, invalid user id, invalid record."""
+
+
+def _integrity() -> StoreIntegrityError:
+    return StoreIntegrityError(_INTEGRITY_MESSAGE)
+
+
+# --------------------------------------------------------------------------- KDF params
+@dataclass(frozen=True)
+class Argon2idParams:
+    """Argon2id cost (RFC 9106). Defaults: 64 MiB, 3 passes, 4 lanes (~0.15 s on a laptop).
+
+    Attributes:
+        memory_kib: memory cost in KiB (≥ 8 × lanes, ≤ :data:`MAX_ARGON2_MEMORY_KIB`).
+        iterations: number of passes (1 … :data:`MAX_ARGON2_ITERATIONS`).
+        lanes: degree of parallelism (1 … :data:`MAX_ARGON2_LANES`).
+    """
+
+    memory_kib: int = 64 * 1024
+    iterations: int = 3
+    lanes: int = 4
+
+    def __post_init__(self) -> None:
+        if not _argon2_ok(self.memory_kib, self.iterations, self.lanes):
+            raise StoreValueError(
+                f"invalid Argon2id parameters: memory_kib={self.memory_kib!r} (8*lanes.."
+                f"{MAX_ARGON2_MEMORY_KIB}), iterations={self.iterations!r} (1..{MAX_ARGON2_ITERATIONS}), "
+                f"lanes={self.lanes!r} (1..{MAX_ARGON2_LANES})"
+            )
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    """scrypt cost, used only where Argon2id is unavailable. Defaults: N=2**15, r=8, p=1 (32 MiB).
+
+    Attributes:
+        log2_n: log2 of the CPU/memory cost N.
+        r: block size.
+        p: parallelism.
+    """
+
+    log2_n: int = 15
+    r: int = 8
+    p: int = 1
+
+    def __post_init__(self) -> None:
+        if not _scrypt_ok(self.log2_n, self.r, self.p):
+            raise StoreValueError(
+                f"invalid scrypt parameters: log2_n={self.log2_n!r}, r={self.r!r}, p={self.p!r} "
+                f"(memory 128*r*2**log2_n must be <= {MAX_SCRYPT_MEMORY_BYTES} bytes)"
+            )
+
+
+KdfParams = Union[Argon2idParams, ScryptParams]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _argon2_ok(m: object, t: object, lanes: object) -> bool:
+    return (
+        _is_int(m) and _is_int(t) and _is_int(lanes)
+        and 1 <= lanes <= MAX_ARGON2_LANES  # type: ignore[operator]
+        and 1 <= t <= MAX_ARGON2_ITERATIONS  # type: ignore[operator]
+        and 8 * lanes <= m <= MAX_ARGON2_MEMORY_KIB  # type: ignore[operator]
+    )
+
+
+def _scrypt_ok(log2_n: object, r: object, p: object) -> bool:
+    return (
+        _is_int(log2_n) and _is_int(r) and _is_int(p)
+        and 1 <= log2_n <= MAX_SCRYPT_LOG2_N  # type: ignore[operator]
+        and 1 <= r <= MAX_SCRYPT_R  # type: ignore[operator]
+        and 1 <= p <= MAX_SCRYPT_P  # type: ignore[operator]
+        and 128 * r * (1 << log2_n) <= MAX_SCRYPT_MEMORY_BYTES  # type: ignore[operator]
+    )
+
+
+_ARGON2_AVAILABLE: bool | None = None
+
+
+def argon2id_available() -> bool:
+    """True when this ``cryptography`` build can run Argon2id (else scrypt is used)."""
+    global _ARGON2_AVAILABLE
+    if _ARGON2_AVAILABLE is None:
+        try:
+            from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+            Argon2id(salt=b"\0" * 16, length=32, iterations=1, lanes=1, memory_cost=8).derive(b"x")
+            _ARGON2_AVAILABLE = True
+        except Exception:  # ImportError, UnsupportedAlgorithm on some OpenSSL builds
+            _ARGON2_AVAILABLE = False
+    return _ARGON2_AVAILABLE
+
+
+def _derive_passphrase(passphrase: bytes, kdf: int, p1: int, p2: int, p3: int, salt: bytes) -> bytes:
+    """The 256-bit master key for a passphrase; parameters must already be bounds-checked."""
+    if kdf == KDF_ARGON2ID:
+        if not argon2id_available():
+            raise StoreError("this store needs Argon2id, which this cryptography build lacks")
+        from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+        return Argon2id(
+            salt=salt, length=KEY_BYTES, iterations=p2, lanes=p3, memory_cost=p1
+        ).derive(passphrase)
+    if kdf == KDF_SCRYPT:
+        return Scrypt(salt=salt, length=KEY_BYTES, n=1 << p1, r=p2, p=p3).derive(passphrase)
+    raise _integrity()
+
+
+# --------------------------------------------------------------------------- records
+@dataclass(eq=False, repr=False)
+class UserRecord:
+    """Everything stored for one enrolled user.
+
+    Attributes:
+        templates: (K, D) float32 array, one unit-L2-norm template per row.
+        embedder: name/id of the model that made the templates.
+        created: enrolment time, unix seconds.
+        failures: consecutive failed match attempts.
+        locked_until: end of the current lockout, unix seconds (wall clock); 0 = not locked.
+        permanent_lock: locked until :func:`faceunlock.policy.reset_lockout`.
+        last_attempt: unix seconds of the latest attempt recorded (resists clocks set back).
+        meta: small JSON-able dict (poses, counts) — never templates.
+
+    ``repr``/``str`` show the template shape and embedder, never template values.
+    """
+
+    templates: np.ndarray
+    embedder: str
+    created: float
+    failures: int = 0
+    locked_until: float = 0.0
+    permanent_lock: bool = False
+    last_attempt: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shape = getattr(self.templates, "shape", None)
+        return (
+            f"UserRecord(templates=<{shape} hidden>, embedder={self.embedder!r}, "
+            f"created={self.created!r}, failures={self.failures!r}, "
+            f"locked_until={self.locked_until!r}, permanent_lock={self.permanent_lock!r}, "
+            f"last_attempt={self.last_attempt!r}, meta_keys={sorted(map(str, self.meta))!r})"
+        )
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserRecord):
+            return NotImplemented
+        return (
+            self.embedder == other.embedder
+            and self.created == other.created
+            and self.failures == other.failures
+            and self.locked_until == other.locked_until
+            and self.permanent_lock == other.permanent_lock
+            and self.last_attempt == other.last_attempt
+            and self.meta == other.meta
+            and np.array_equal(np.asarray(self.templates), np.asarray(other.templates))
+        )
+
+
+def _check_user(user: object) -> bytes:
+    """Validated user id as UTF-8 bytes."""
+    if not isinstance(user, str) or not user:
+        raise StoreValueError("user id must be a non-empty str")
+    try:
+        raw = user.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreValueError("user id must be valid Unicode (no lone surrogates)") from None
+    if len(raw) > MAX_USER_ID_BYTES:
+        raise StoreValueError(f"user id is longer than {MAX_USER_ID_BYTES} UTF-8 bytes")
+    if "\0" in user:
+        raise StoreValueError("user id must not contain NUL")
+    return raw
+
+
+def _finite(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+        raise StoreValueError(f"UserRecord.{name} must be a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise StoreValueError(f"UserRecord.{name} must be finite")
+    return f
+
+
+def _encode_record(user: str, rec: UserRecord) -> bytes:
+    """Plaintext of a sealed record: u32 JSON length, JSON, then float32 LE templates."""
+    if not isinstance(rec, UserRecord):
+        raise StoreValueError("record must be a UserRecord")
+    t = rec.templates
+    if not isinstance(t, np.ndarray) or t.ndim != 2:
+        raise StoreValueError("UserRecord.templates must be a 2-D numpy array (K, D)")
+    k, d = t.shape
+    if not (1 <= k <= MAX_TEMPLATES and 1 <= d <= MAX_DIM):
+        raise StoreValueError(
+            f"UserRecord.templates shape {t.shape} out of range (1..{MAX_TEMPLATES}, 1..{MAX_DIM})"
+        )
+    if not (np.issubdtype(t.dtype, np.floating) or np.issubdtype(t.dtype, np.integer)):
+        raise StoreValueError("UserRecord.templates must be a float array")
+    t32 = np.ascontiguousarray(t, dtype="<f4")
+    if not np.all(np.isfinite(t32)):
+        raise StoreValueError("UserRecord.templates must be finite")
+    norms = np.linalg.norm(t32.astype(np.float64), axis=1)
+    if not np.all(np.abs(norms - 1.0) <= 1e-3):
+        raise StoreValueError("UserRecord.templates rows must have unit L2 norm")
+    if not isinstance(rec.embedder, str) or len(rec.embedder.encode("utf-8", "replace")) > 256:
+        raise StoreValueError("UserRecord.embedder must be a str of at most 256 bytes")
+    failures = rec.failures
+    if not (_is_int(failures) or isinstance(failures, np.integer)) or failures < 0:
+        raise StoreValueError("UserRecord.failures must be an int >= 0")
+    if not isinstance(rec.permanent_lock, (bool, np.bool_)):
+        raise StoreValueError("UserRecord.permanent_lock must be a bool")
+    if not isinstance(rec.meta, dict):
+        raise StoreValueError("UserRecord.meta must be a dict")
+    head = {
+        "v": 1,
+        "user": user,
+        "embedder": rec.embedder,
+        "created": _finite("created", rec.created),
+        "failures": int(failures),
+        "locked_until": _finite("locked_until", rec.locked_until),
+        "permanent_lock": bool(rec.permanent_lock),
+        "last_attempt": _finite("last_attempt", rec.last_attempt),
+        "shape": [int(k), int(d)],
+        "meta": rec.meta,
+    }
+    try:
+        js = json.dumps(head, allow_nan=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError):
+        raise StoreValueError("UserRecord.meta must be a JSON-able dict of finite values") from None
+    if len(js) > MAX_META_BYTES + 4096:
+        raise StoreValueError(f"UserRecord.meta is larger than {MAX_META_BYTES} bytes")
+    return _COUNT.pack(len(js)) + js + t32.tobytes()
+
+
+def _decode_record(pt: bytes) -> tuple[str, UserRecord]:
+    """Inverse of :func:`_encode_record`; plaintext is authenticated, errors are integrity errors."""
+    try:
+        (n,) = _COUNT.unpack_from(pt, 0)
+        head = json.loads(pt[4 : 4 + n].decode("utf-8"))
+        k, d = head["shape"]
+        body = pt[4 + n :]
+        if (
+            head["v"] != 1 or not _is_int(k) or not _is_int(d) or k < 1 or d < 1
+            or len(body) != 4 * k * d
+        ):
+            raise ValueError
+        templates = np.frombuffer(body, dtype="<f4").astype(np.float32).reshape(k, d)
+        rec = UserRecord(
+            templates=templates,
+            embedder=str(head["embedder"]),
+            created=float(head["created"]),
+            failures=int(head["failures"]),
+            locked_until=float(head["locked_until"]),
+            permanent_lock=bool(head["permanent_lock"]),
+            last_attempt=float(head["last_attempt"]),
+            meta=dict(head["meta"]),
+        )
+        user = head["user"]
+        if not isinstance(user, str):
+            raise ValueError
+        return user, rec
+    except Exception:
+        raise _integrity() from None
+
+
+# --------------------------------------------------------------------------- paths
+_SYSTEM_ROOT = Path("/var/lib/faceunlock")
+
+
+def _data_home() -> Path | None:
+    """``$XDG_DATA_HOME`` (absolute only, per the XDG spec) or ~/.local/share; None for root w/o XDG."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg)
+    if os.geteuid() == 0:
+        return None
+    return Path.home() / ".local" / "share"
+
+
+def default_store_path() -> Path:
+    """Default store file: ``$XDG_DATA_HOME/faceunlock/store/default.fus``.
+
+    Falls back to ``~/.local/share``; for root without ``XDG_DATA_HOME`` it is the system
+    store ``/var/lib/faceunlock/store/default.fus``.
+    """
+    home = _data_home()
+    if home is None:
+        return _SYSTEM_ROOT / "store" / "default.fus"
+    return home / "faceunlock" / "store" / "default.fus"
+
+
+def default_key_path(store_path: PathLike) -> Path:
+    """Default key file of a store: ``<data>/faceunlock/keys/<stem>-<hash16>.key``.
+
+    ``<hash16>`` is the first 16 hex digits of SHA-256 of the store's real absolute path,
+    so two stores never share a key file. ``<data>`` is ``/var/lib/faceunlock`` for a store
+    under ``/var/lib/faceunlock`` (or root without ``XDG_DATA_HOME``), else the user's
+    ``$XDG_DATA_HOME`` (fallback ``~/.local/share``). Moving a store changes this path:
+    pass ``key_file=`` explicitly for stores that move.
+    """
+    real = Path(os.path.realpath(os.fspath(store_path)))
+    sysroot = Path(os.path.realpath(_SYSTEM_ROOT))
+    home = _data_home()
+    if real == sysroot or sysroot in real.parents or home is None:
+        keys = _SYSTEM_ROOT / "keys"
+    else:
+        keys = home / "faceunlock" / "keys"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", real.stem)[:64] or "store"
+    digest = hashlib.sha256(os.fsencode(str(real))).hexdigest()[:16]
+    return keys / f"{stem}-{digest}.key"
+
+
+# --------------------------------------------------------------------------- file helpers
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_private(d: Path) -> None:
+    """Create ``d`` (and missing parents) with mode 0700."""
+    missing = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for q in reversed(missing):
+        try:
+            os.mkdir(q, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(q, 0o700)  # umask may have removed bits; never adds any
+
+
+def _warn_if_loose(path: Path, what: str, dir_too: bool = False) -> None:
+    try:
+        if os.stat(path).st_mode & 0o077:
+            warnings.warn(f"{what} {path} is accessible by group/others; chmod 600", stacklevel=4)
+        if dir_too and os.stat(path.parent).st_mode & 0o077:
+            warnings.warn(f"directory of {what} {path.parent} is accessible by group/others; chmod 700", stacklevel=4)
+    except OSError:
+        pass
+
+
+def _write_new_file(path: Path, data: bytes, *, replace: bool) -> None:
+    """Atomically write ``data`` to ``path`` (0600): temp file, fsync, replace/link, fsync dir.
+
+    With ``replace=False`` the final step is ``os.link``, which fails if ``path`` exists.
+    """
+    tmp = path.parent / f"{_TMP_PREFIX.format(name=path.name)}{secrets.token_hex(16)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                _write_exclusive(path, data)  # filesystem without hard links
+            os.unlink(tmp)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_exclusive(path: Path, data: bytes) -> None:
+    """Create ``path`` (0600) with ``data``; fails if it exists. Not atomic in content."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_key_file(path: Path) -> list[bytes]:
+    """Keys in a key file: 32 bytes, or 64 (old ‖ new) while a rotation is in progress."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise StoreError(f"key file is missing: {path}") from None
+    except OSError as e:
+        raise StoreError(f"cannot read key file {path}: {e.strerror}") from None
+    try:
+        data = os.read(fd, 3 * KEY_BYTES)
+    finally:
+        os.close(fd)
+    if len(data) not in (KEY_BYTES, 2 * KEY_BYTES):
+        raise StoreError(f"key file {path} is not a valid faceunlock key file")
+    _warn_if_loose(path, "key file", dir_too=True)
+    return [data[i : i + KEY_BYTES] for i in range(0, len(data), KEY_BYTES)]
+
+
+# --------------------------------------------------------------------------- parsed file
+@dataclass
+class _Keys:
+    enc: bytes
+    mac: bytes
+    uid: bytes
+    check: bytes
+
+
+def _subkeys(master: bytes, salt: bytes) -> _Keys:
+    okm = HKDF(algorithm=hashes.SHA256(), length=4 * 32, salt=salt, info=_HKDF_INFO).derive(master)
+    return _Keys(okm[0:32], okm[32:64], okm[64:96], okm[96:128])
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+@dataclass
+class _Header:
+    kdf: int
+    p1: int
+    p2: int
+    p3: int
+    salt: bytes
+
+    def fixed(self) -> bytes:
+        return _HDR.pack(MAGIC, FORMAT_VERSION, self.kdf, 0, self.p1, self.p2, self.p3, self.salt)
+
+
+@dataclass
+class _Entry:
+    tag: bytes
+    nonce: bytes
+    ct: bytes
+
+
+@dataclass
+class _Opened:
+    header: _Header
+    header_bytes: bytes  # 72 bytes: fixed part + key check
+    keys: _Keys
+    master: bytes
+    entries: dict[bytes, _Entry]
+
+
+def _parse_header(data: bytes) -> _Header:
+    if len(data) < _MIN_FILE or len(data) > MAX_FILE_BYTES:
+        raise _integrity()
+    magic, version, kdf, reserved, p1, p2, p3, salt = _HDR.unpack_from(data, 0)
+    if magic != MAGIC or version != FORMAT_VERSION or reserved != 0:
+        raise _integrity()
+    if kdf == KDF_NONE:
+        ok = p1 == p2 == p3 == 0
+    elif kdf == KDF_ARGON2ID:
+        ok = _argon2_ok(p1, p2, p3)
+    elif kdf == KDF_SCRYPT:
+        ok = _scrypt_ok(p1, p2, p3)
+    else:
+        ok = False
+    if not ok:
+        raise _integrity()
+    return _Header(kdf, p1, p2, p3, salt)
+
+
+def _parse_entries(data: bytes) -> dict[bytes, _Entry]:
+    """Record entries of an already MAC-verified file (still parsed defensively)."""
+    end = len(data) - MAC_BYTES
+    (n,) = _COUNT.unpack_from(data, _HEADER_LEN)
+    if n > MAX_USERS:
+        raise _integrity()
+    off = _HEADER_LEN + _COUNT.size
+    entries: dict[bytes, _Entry] = {}
+    prev = b""
+    for _ in range(n):
+        if off + _ENTRY.size > end:
+            raise _integrity()
+        tag, nonce, ln = _ENTRY.unpack_from(data, off)
+        off += _ENTRY.size
+        if ln < TAG_BYTES + 4 or off + ln > end or tag <= prev:
+            raise _integrity()
+        entries[tag] = _Entry(tag, nonce, data[off : off + ln])
+        off += ln
+        prev = tag
+    if off != end:
+        raise _integrity()
+    return entries
+
+
+# --------------------------------------------------------------------------- locking
+_held = threading.local()
+
+
+@contextmanager
+def _flock(lock_path: Path, exclusive: bool) -> Iterator[None]:
+    held: set[str] = getattr(_held, "paths", None) or set()
+    _held.paths = held
+    key = os.fspath(lock_path)
+    if key in held:
+        raise StoreError("re-entrant store access (e.g. calling the store inside update()'s fn)")
+    fd = -1
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        if exclusive or e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOENT):
+            raise StoreError(f"cannot open lock file {lock_path}: {e.strerror}") from None
+        try:  # read-only access: lock if the lock file exists, else rely on atomic replace
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            fd = -1
+    held.add(key)
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        held.discard(key)
+        if fd >= 0:
+            os.close(fd)  # closing releases the flock
+
+
+# --------------------------------------------------------------------------- the store
+class TemplateStore:
+    """An encrypted template store: one file, many users.
+
+    Args:
+        path: the store file (conventionally ``*.fus``). Its directory is created 0700 if missing.
+        key: 32 raw bytes from the application (Android Keystore, TPM, OS keyring).
+        passphrase: str (NFC-normalised, UTF-8) or bytes; stretched with Argon2id
+            (scrypt where Argon2id is unavailable); salt and cost live in the header.
+        key_file: location of the random-key file; default :func:`default_key_path`.
+        create: when the store file is missing, start an empty store (the file is
+            written on the first write; a missing default key file is created now).
+            With ``create=False`` a missing store file raises :class:`StoreError`.
+        kdf_params: cost of a NEW passphrase store (:class:`Argon2idParams` or
+            :class:`ScryptParams`); an existing store's header always decides.
+
+    At most one of ``key``, ``passphrase``, ``key_file`` may be given; with none, the
+    default key file is used. Opening an existing store authenticates its header and
+    file MAC immediately (wrong key → :class:`StoreIntegrityError`); a missing key file for
+    an existing store raises :class:`StoreError` and no new key is ever made for it.
+
+    All methods are safe across threads and processes (``fcntl.flock`` on ``path + ".lock"``).
+    """
+
+    path: Path
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        key: bytes | None = None,
+        passphrase: str | bytes | None = None,
+        key_file: PathLike | None = None,
+        create: bool = True,
+        kdf_params: KdfParams | None = None,
+    ) -> None:
+        self.path = Path(os.fspath(path))
+        if self.path.name in ("", ".", ".."):
+            raise StoreValueError("store path must name a file")
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._kdf_cache: dict[tuple[int, int, int, int, bytes], bytes] = {}
+        exists = self.path.exists()
+        if not exists and not create:
+            raise StoreError(f"store file not found: {self.path}")
+        self._set_source(key=key, passphrase=passphrase, key_file=key_file, kdf_params=kdf_params)
+        if self._key_file is not None:
+            if exists:
+                if not self._key_file.exists():
+                    raise StoreError(
+                        f"key file is missing: {self._key_file} (the store exists; refusing to "
+                        "create a new key for it — pass key_file=, key= or passphrase=)"
+                    )
+                _read_key_file(self._key_file)
+            else:
+                self._ensure_key_file(self._key_file)
+        if exists:
+            _warn_if_loose(self.path, "store file")
+            with _flock(self._lock_path, exclusive=False):
+                data = self._read()
+                if data is not None:
+                    self._open(data)
+
+    # ---- key sources
+    def _set_source(
+        self,
+        *,
+        key: bytes | None,
+        passphrase: str | bytes | None,
+        key_file: PathLike | None,
+        kdf_params: KdfParams | None,
+    ) -> None:
+        given = sum(x is not None for x in (key, passphrase, key_file))
+        if given > 1:
+            raise StoreValueError("give at most one of key=, passphrase=, key_file=")
+        self._key: bytes | None = None
+        self._passphrase: bytes | None = None
+        self._key_file: Path | None = None
+        self._kdf_params: KdfParams | None = None
+        if key is not None:
+            if not isinstance(key, (bytes, bytearray, memoryview)):
+                raise StoreValueError("key must be bytes")
+            kb = bytes(key)
+            if len(kb) != KEY_BYTES:
+                raise StoreValueError(f"key must be exactly {KEY_BYTES} bytes (AES-256)")
+            self._key = kb
+        elif passphrase is not None:
+            if isinstance(passphrase, str):
+                pb = unicodedata.normalize("NFC", passphrase).encode("utf-8")
+            elif isinstance(passphrase, (bytes, bytearray, memoryview)):
+                pb = bytes(passphrase)
+            else:
+                raise StoreValueError("passphrase must be str or bytes")
+            if not pb:
+                raise StoreValueError("passphrase must not be empty")
+            if kdf_params is None:
+                kdf_params = Argon2idParams() if argon2id_available() else ScryptParams()
+            if not isinstance(kdf_params, (Argon2idParams, ScryptParams)):
+                raise StoreValueError("kdf_params must be Argon2idParams or ScryptParams")
+            if isinstance(kdf_params, Argon2idParams) and not argon2id_available():
+                warnings.warn("Argon2id unavailable; using scrypt", stacklevel=3)
+                kdf_params = ScryptParams()
+            self._passphrase = pb
+            self._kdf_params = kdf_params
+        else:
+            self._key_file = Path(os.fspath(key_file)) if key_file is not None else default_key_path(self.path)
+        self._new_salt = secrets.token_bytes(SALT_BYTES)
+
+    def _source_name(self) -> str:
+        if self._key is not None:
+            return "key"
+        if self._passphrase is not None:
+            return "passphrase"
+        return "key file"
+
+    @staticmethod
+    def _ensure_key_file(path: Path) -> None:
+        """Create a random 256-bit key file (0600 in a 0700 dir) unless one exists."""
+        if path.exists():
+            _read_key_file(path)
+            return
+        _makedirs_private(path.parent)
+        try:
+            _write_new_file(path, secrets.token_bytes(KEY_BYTES), replace=False)
+        except FileExistsError:  # another process won the race; use its key
+            _read_key_file(path)
+        except OSError as e:
+            raise StoreError(f"cannot create key file {path}: {e.strerror}") from None
+
+    def _new_header(self) -> tuple[_Header, bytes]:
+        """Header and master key for a store file that does not exist yet."""
+        if self._passphrase is not None:
+            p = self._kdf_params
+            if isinstance(p, Argon2idParams):
+                h = _Header(KDF_ARGON2ID, p.memory_kib, p.iterations, p.lanes, self._new_salt)
+            else:
+                assert isinstance(p, ScryptParams)
+                h = _Header(KDF_SCRYPT, p.log2_n, p.r, p.p, self._new_salt)
+            return h, self._master_for(h)[0]
+        h = _Header(KDF_NONE, 0, 0, 0, self._new_salt)
+        if self._key is not None:
+            return h, self._key
+        assert self._key_file is not None
+        self._ensure_key_file(self._key_file)
+        return h, _read_key_file(self._key_file)[-1]
+
+    def _master_for(self, h: _Header) -> list[bytes]:
+        """Candidate master keys for a (bounds-checked) header."""
+        if self._passphrase is not None:
+            if h.kdf == KDF_NONE:
+                raise _integrity()
+            ck = (h.kdf, h.p1, h.p2, h.p3, h.salt)
+            if ck not in self._kdf_cache:
+                self._kdf_cache[ck] = _derive_passphrase(self._passphrase, *ck)
+            return [self._kdf_cache[ck]]
+        if h.kdf != KDF_NONE:
+            raise _integrity()
+        if self._key is not None:
+            return [self._key]
+        assert self._key_file is not None
+        return _read_key_file(self._key_file)
+
+    # ---- reading & authenticating
+    def _read(self) -> bytes | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read store {self.path}: {e.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size > MAX_FILE_BYTES:
+                raise _integrity()
+            chunks = []
+            while True:
+                b = os.read(fd, 1 << 20)
+                if not b:
+                    break
+                chunks.append(b)
+                size -= len(b)
+                if size < -MAX_FILE_BYTES:
+                    raise _integrity()
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def _open(self, data: bytes) -> _Opened:
+        """Authenticate header (key check) and whole-file MAC; parse the record table."""
+        h = _parse_header(data)
+        fixed = data[:_FIXED]
+        check = data[_FIXED:_HEADER_LEN]
+        chosen: tuple[bytes, _Keys] | None = None
+        for master in self._master_for(h):
+            k = _subkeys(master, h.salt)
+            if hmac.compare_digest(_hmac(k.check, fixed), check):
+                chosen = (master, k)
+        if chosen is None:
+            raise _integrity()
+        master, keys = chosen
+        if not hmac.compare_digest(_hmac(keys.mac, data[:-MAC_BYTES]), data[-MAC_BYTES:]):
+            raise _integrity()
+        return _Opened(h, data[:_HEADER_LEN], keys, master, _parse_entries(data))
+
+    @staticmethod
+    def _unseal(op: _Opened, e: _Entry) -> tuple[str, UserRecord]:
+        try:
+            pt = AESGCM(op.keys.enc).decrypt(e.nonce, e.ct, op.header_bytes + e.tag)
+        except InvalidTag:
+            raise _integrity() from None
+        user, rec = _decode_record(pt)
+        try:
+            raw = user.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _integrity() from None
+        if not hmac.compare_digest(_hmac(op.keys.uid, raw), e.tag):
+            raise _integrity()
+        return user, rec
+
+    @staticmethod
+    def _seal(op: _Opened, user_raw: bytes, plaintext: bytes) -> _Entry:
+        tag = _hmac(op.keys.uid, user_raw)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        ct = AESGCM(op.keys.enc).encrypt(nonce, plaintext, op.header_bytes + tag)
+        return _Entry(tag, nonce, ct)
+
+    @staticmethod
+    def _serialize(op: _Opened) -> bytes:
+        parts = [op.header_bytes, _COUNT.pack(len(op.entries))]
+        for tag in sorted(op.entries):
+            e = op.entries[tag]
+            parts.append(_ENTRY.pack(e.tag, e.nonce, len(e.ct)))
+            parts.append(e.ct)
+        body = b"".join(parts)
+        return body + _hmac(op.keys.mac, body)
+
+    def _empty(self) -> _Opened:
+        h, master = self._new_header()
+        keys = _subkeys(master, h.salt)
+        fixed = h.fixed()
+        return _Opened(h, fixed + _hmac(keys.check, fixed), keys, master, {})
+
+    def _read_opened(self) -> _Opened | None:
+        data = self._read()
+        return None if data is None else self._open(data)
+
+    # ---- writing
+    def _cleanup_temps(self) -> None:
+        """Remove temp files of THIS store left by crashed writers (call under the EX lock)."""
+        prefix = _TMP_PREFIX.format(name=self.path.name)
+        try:
+            names = os.listdir(self.path.parent)
+        except OSError:
+            return
+        for n in names:
+            if n.startswith(prefix) and _TMP_SUFFIX_RE.match(n[len(prefix) :]):
+                try:
+                    os.unlink(self.path.parent / n)
+                except OSError:
+                    pass
+
+    def _commit(self, op: _Opened) -> None:
+        data = self._serialize(op)
+        self._cleanup_temps()
+        try:
+            _write_new_file(self.path, data, replace=True)
+        except OSError as e:
+            raise StoreError(f"cannot write store {self.path}: {e.strerror}") from None
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        try:
+            _makedirs_private(self.path.parent)
+        except OSError as e:
+            raise StoreError(f"cannot create store directory {self.path.parent}: {e.strerror}") from None
+        with _flock(self._lock_path, exclusive=True):
+            yield
+
+    # ---- public API
+    def users(self) -> list[str]:
+        """Sorted ids of all enrolled users (decrypts and authenticates every record)."""
+        with _flock(self._lock_path, exclusive=False):
+            op = self._read_opened()
+            if op is None:
+                return []
+            return sorted(self._unseal(op, e)[0] for e in op.entries.values())
+
+    def get(self, user: str) -> UserRecord | None:
+        """The user's record, decrypted and authenticated; ``None`` when not enrolled."""
+        raw = _check_user(user)
+        with _flock(self._lock_path, exclusive=False):
+            op = self._read_opened()
+            if op is None:
+                return None
+            e = op.entries.get(_hmac(op.keys.uid, raw))
+            if e is None:
+                return None
+            found, rec = self._unseal(op, e)
+            if found != user:
+                raise _integrity()
+            return rec
+
+    def update(
+        self, user: str, fn: Callable[[UserRecord | None], UserRecord | None]
+    ) -> UserRecord | None:
+        """Atomic read-modify-write of one user under one exclusive lock.
+
+        The file is re-read inside the lock, ``fn`` gets the current record (or ``None``)
+        and returns the new one; returning ``None`` deletes the user. ``fn`` must not call
+        the store. Returns what ``fn`` returned. Nothing is written if ``fn`` raises.
+        """
+        raw = _check_user(user)
+        with self._write_lock():
+            op = self._read_opened()
+            existed = op is not None
+            if op is None:
+                op = self._empty()
+            tag = _hmac(op.keys.uid, raw)
+            old = None
+            # Authenticate EVERY record before re-MACing the file: a write never vouches
+            # for bytes it has not checked.
+            for t, e in op.entries.items():
+                found, r = self._unseal(op, e)
+                if t == tag:
+                    if found != user:
+                        raise _integrity()
+                    old = r
+            new = fn(old)
+            if new is None:
+                if old is None:
+                    return None
+                del op.entries[tag]
+            else:
+                op.entries[tag] = self._seal(op, raw, _encode_record(user, new))
+            if not existed and not op.entries:
+                return new
+            self._commit(op)
+            return new
+
+    def put(self, user: str, record: UserRecord) -> None:
+        """Store (insert or replace) the user's record; durable when this returns."""
+        _check_user(user)
+        _encode_record(user, record)  # validate before taking the lock
+        self.update(user, lambda _old: record)
+
+    def remove(self, user: str) -> bool:
+        """Delete the user's biometric data; True if the user was enrolled.
+
+        The record is dropped from a freshly written file (the old file is replaced, not
+        overwritten in place; on flash/SSD/journaling filesystems old blocks may linger,
+        but they only ever held ciphertext).
+        """
+        existed = False
+
+        def drop(old: UserRecord | None) -> None:
+            nonlocal existed
+            existed = old is not None
+            return None
+
+        self.update(user, drop)
+        return existed
+
+    def verify(self) -> int:
+        """Authenticate the whole file and decrypt every record; return the user count.
+
+        Raises :class:`StoreIntegrityError` if anything fails. A missing file is an empty store (0).
+        """
+        with _flock(self._lock_path, exclusive=False):
+            op = self._read_opened()
+            if op is None:
+                return 0
+            seen = set()
+            for e in op.entries.values():
+                seen.add(self._unseal(op, e)[0])
+            return len(seen)
+
+    def rekey(
+        self,
+        *,
+        key: bytes | None = None,
+        passphrase: str | bytes | None = None,
+        key_file: PathLike | None = None,
+        kdf_params: KdfParams | None = None,
+    ) -> None:
+        """Re-seal every record under a new key, atomically (one ``os.replace``).
+
+        The new key source is given like in the constructor (none = default key file).
+        A new salt is always drawn. With a key file:
+
+        * if it is the store's current key file, a fresh random key replaces it crash-safely
+          (the file holds old ‖ new key until the store has been replaced);
+        * otherwise the file must not exist yet and is created with a fresh random key.
+
+        When the store used its default key file and no longer does, that file is deleted
+        (the old key must not outlive the rekey). Explicit old key files are left to the caller.
+        """
+        old_key_file = self._key_file
+        old_state = (self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt)
+        probe = TemplateStore.__new__(TemplateStore)
+        probe.path = self.path
+        probe._kdf_cache = {}
+        probe._set_source(key=key, passphrase=passphrase, key_file=key_file, kdf_params=kdf_params)
+        rotating = (
+            probe._key_file is not None
+            and old_key_file is not None
+            and os.path.realpath(probe._key_file) == os.path.realpath(old_key_file)
+        )
+        if probe._key_file is not None and not rotating and probe._key_file.exists():
+            raise StoreError(f"refusing to overwrite existing key file {probe._key_file}")
+        with self._write_lock():
+            op = self._read_opened()
+            plain: list[tuple[bytes, bytes]] = []
+            if op is not None:
+                for e in op.entries.values():
+                    user, rec = self._unseal(op, e)
+                    plain.append((user.encode("utf-8"), _encode_record(user, rec)))
+            new_key: bytes | None = None
+            if probe._key_file is not None:
+                new_key = secrets.token_bytes(KEY_BYTES)
+                _makedirs_private(probe._key_file.parent)
+                if rotating:
+                    assert op is None or len(op.master) == KEY_BYTES
+                    current = op.master if op is not None else _read_key_file(probe._key_file)[-1]
+                    _write_new_file(probe._key_file, current + new_key, replace=True)
+                else:
+                    _write_new_file(probe._key_file, new_key, replace=False)
+            try:
+                self._key, self._passphrase, self._key_file = probe._key, probe._passphrase, probe._key_file
+                self._kdf_params, self._new_salt = probe._kdf_params, secrets.token_bytes(SALT_BYTES)
+                if new_key is not None:  # seal with the new key (the file may hold old ‖ new)
+                    h = _Header(KDF_NONE, 0, 0, 0, self._new_salt)
+                    keys = _subkeys(new_key, h.salt)
+                    fixed = h.fixed()
+                    new_op = _Opened(h, fixed + _hmac(keys.check, fixed), keys, new_key, {})
+                else:
+                    new_op = self._empty()
+                for raw, pt in plain:
+                    ent = self._seal(new_op, raw, pt)
+                    new_op.entries[ent.tag] = ent
+                if op is not None:
+                    self._commit(new_op)
+            except BaseException:
+                (self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt) = old_state
+                raise
+            if rotating and new_key is not None:
+                _write_new_file(probe._key_file, new_key, replace=True)  # type: ignore[arg-type]
+            if (
+                old_key_file is not None
+                and not rotating
+                and os.path.realpath(old_key_file) == os.path.realpath(default_key_path(self.path))
+            ):
+                try:
+                    os.unlink(old_key_file)
+                    _fsync_dir(old_key_file.parent)
+                except OSError:
+                    pass
+            self._new_salt = secrets.token_bytes(SALT_BYTES)
+
+    def __repr__(self) -> str:
+        return f"TemplateStore(path={os.fspath(self.path)!r}, key_source={self._source_name()!r})"
+
+    __str__ = __repr__
+
+    def __getstate__(self) -> Any:  # keys must not leak through pickling
+        raise TypeError("TemplateStore cannot be pickled")
