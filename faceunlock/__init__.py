@@ -26,6 +26,9 @@ from .errors import (
     StoreIntegrityError,
 )
 from .image import as_rgb, load_image
+from .policy import Policy, PolicyError
+from .store import StoreValueError, TemplateStore, UserRecord
+from .unlock import EnrollmentReport, FaceUnlock, IdentifyResult, Reason, UnlockResult
 
 __version__ = "0.1.0"
 
@@ -38,7 +41,17 @@ __all__ = [
     "EnrollmentError",
     "Face",
     "FaceEngine",
+    "FaceUnlock",
     "FaceUnlockError",
+    "EnrollmentReport",
+    "IdentifyResult",
+    "Policy",
+    "PolicyError",
+    "Reason",
+    "StoreValueError",
+    "TemplateStore",
+    "UnlockResult",
+    "UserRecord",
     "ImageError",
     "ModelError",
     "NoFaceError",

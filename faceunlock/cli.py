@@ -78,6 +78,19 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_eval_unlock(args) -> int:
+    from .evaluation import unlock_eval
+    from .policy import Policy
+
+    engine = _engine(args)
+    policy = Policy(level=args.level, enroll_min_templates=args.enroll, enroll_max_templates=max(args.enroll, 5),
+                    min_face_px=args.min_face_px, min_sharpness=args.min_sharpness, lockout_after=10**9, permanent_after=None)
+    r = unlock_eval.evaluate(engine, args.image_roots, enroll_k=args.enroll, policy=policy,
+                             exclude=tuple(args.exclude), pad=args.pad)
+    print(json.dumps(r.as_dict(), indent=1) if args.json else r.text())
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -108,12 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser("eval-unlock", help="FRR and FAR per unlock attempt on labelled image folders")
+    p.add_argument("image_roots", type=Path, nargs="+", help="folders of identity sub-folders")
+    p.add_argument("--enroll", type=int, default=3, help="images per identity used to enrol (K)")
+    p.add_argument("--level", choices=["strong", "convenience"], default="strong")
+    p.add_argument("--min-face-px", type=int, default=40, help="enrolment face-size gate (the dev photos are small)")
+    p.add_argument("--min-sharpness", type=float, default=15.0, help="enrolment sharpness gate (the policy default)")
+    p.add_argument("--exclude", action="append", default=[], help="sub-folder name to skip (repeatable)")
+    p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_eval_unlock)
+
     p = sub.add_parser("bench", help="per-stage latency, cold start and memory (and dlib-native when installed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--frames", type=Path, help="folder of images to time (default: a bundled 640x480 frame)")
     p.add_argument("--repeat", type=int, default=100, help="timed runs per frame")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--no-dlib", dest="dlib", action="store_false")
+    p.add_argument("--no-dlib", dest="dlib", action="store_false", help="skip the dlib-native comparison")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed (default: report only)")
+    p.add_argument("--cold-runs", type=int, default=3, help="fresh processes timed for the cold start (median)")
     p.set_defaults(func=cmd_bench)
     return ap
 

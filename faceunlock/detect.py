@@ -27,9 +27,12 @@ __all__ = [
     "Face",
     "Detection",
     "ssd_anchors",
+    "ssd_anchors_px",
     "decode_detections",
     "weighted_nms",
     "letterbox",
+    "run_detector",
+    "run_detector_scaled",
     "roi_from_keypoints",
     "head_pose",
 ]
@@ -119,6 +122,24 @@ def ssd_anchors() -> np.ndarray:
     anchors = np.concatenate(out).astype(np.float32)
     assert anchors.shape == (896, 2)
     return anchors
+
+
+@lru_cache(maxsize=8)
+def ssd_anchors_px(height: int, width: int) -> np.ndarray:
+    """Anchor centres (x, y) in input pixels for a detector input of ``height``×``width``
+    (multiples of 16), in the detector's output order.
+
+    The detector is fully convolutional: on a larger input it returns one anchor per cell
+    of each layer's larger grid (for 128×128 this is :func:`ssd_anchors` × 128).
+    """
+    out = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        ys, xs = np.meshgrid(
+            np.arange(height // stride), np.arange(width // stride), indexing="ij"
+        )
+        centres = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=-1).reshape(-1, 1, 2)
+        out.append(np.repeat(centres, per_cell, axis=1).reshape(-1, 2))
+    return np.concatenate(out).astype(np.float64)
 
 
 def decode_detections(
@@ -308,6 +329,57 @@ def run_detector(model, image: np.ndarray, min_score: float = MIN_DETECTION_SCOR
                 box=(float(bx[0]), float(by[0]), float(bx[1]), float(by[1])),
                 score=score,
                 keypoints=np.stack([kx, ky], axis=1).astype(np.float32),
+            )
+        )
+    return out
+
+
+def run_detector_scaled(
+    model, image: np.ndarray, scale: float, min_score: float = MIN_DETECTION_SCORE
+) -> list[Detection]:
+    """Run BlazeFace once on the whole frame resized by ``scale`` (not letterboxed to 128).
+
+    The detector is fully convolutional, so a ``scale`` of 128 / T searches the frame as
+    densely as 128-px tiles of side T with no seams between tiles: a face of about
+    0.15–0.7 × T pixels is found wherever it is. The input is padded (bottom/right, zeros)
+    to multiples of 16. Returns detections in frame pixels, best first. Faces larger than
+    about 100 input pixels are missed at this scale: use :func:`run_detector` for those.
+    """
+    h, w = image.shape[:2]
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    in_w, in_h = max(DETECTOR_SIZE, -(-nw // 16) * 16), max(DETECTOR_SIZE, -(-nh // 16) * 16)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    square = np.zeros((in_h, in_w, 3), np.uint8)
+    square[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
+    x = square.astype(np.float32)[None] * (2.0 / 255.0) - 1.0
+    reg, logits = _pick_outputs(model.run(x))
+    anchors = ssd_anchors_px(in_h, in_w)
+    if reg.shape[0] != anchors.shape[0]:
+        raise ValueError(
+            f"detector returned {reg.shape[0]} anchors for a {in_w}x{in_h} input, "
+            f"expected {anchors.shape[0]}"
+        )
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
+    keep = np.nonzero(scores >= min_score)[0]
+    if keep.size == 0:
+        return []
+    raw = reg[keep].astype(np.float64)  # input pixels relative to the anchor centre
+    anc = anchors[keep]
+    cx, cy = raw[:, 0] + anc[:, 0], raw[:, 1] + anc[:, 1]
+    boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], 1)
+    kps = raw[:, 4:16].reshape(-1, 6, 2) + anc[:, None, :]
+    sx, sy = nw / w, nh / h
+    out = []
+    for box, kp, score in weighted_nms(boxes, kps, scores[keep]):
+        # input pixels (edge-based) -> frame pixels (edge-based) -> centre-based
+        out.append(
+            Detection(
+                box=(
+                    float(box[0] / sx - 0.5), float(box[1] / sy - 0.5),
+                    float(box[2] / sx - 0.5), float(box[3] / sy - 0.5),
+                ),
+                score=score,
+                keypoints=np.stack([kp[:, 0] / sx - 0.5, kp[:, 1] / sy - 0.5], 1).astype(np.float32),
             )
         )
     return out

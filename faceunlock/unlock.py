@@ -1,0 +1,417 @@
+"""FaceUnlock: enrol a user, unlock as that user, identify among users.
+
+Composes a :class:`~faceunlock.engine.FaceEngine` (frames → templates), a
+:class:`~faceunlock.store.TemplateStore` (encrypted templates and lockout counters) and a
+:class:`~faceunlock.policy.Policy` (thresholds, quality gates, lockout). Frames are
+(H, W, 3) uint8 RGB arrays; any iterable works, including a camera generator.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import cv2
+import numpy as np
+
+from . import policy as pol
+from .detect import Face
+from .engine import FaceEngine
+from .errors import EnrollmentError, FaceUnlockError
+from .image import as_rgb
+from .policy import Policy
+from .store import TemplateStore, UserRecord
+
+__all__ = ["Reason", "UnlockResult", "IdentifyResult", "EnrollmentReport", "FrameQuality", "FaceUnlock", "fused_score"]
+
+
+class Reason(enum.Enum):
+    """Why an unlock attempt ended the way it did."""
+
+    GRANTED = "granted"
+    NO_MATCH = "no_match"
+    NO_FACE = "no_face"
+    LIVENESS_FAILED = "liveness_failed"
+    LOCKED_OUT = "locked_out"
+    NOT_ENROLLED = "not_enrolled"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class UnlockResult:
+    """Outcome of :meth:`FaceUnlock.unlock`.
+
+    score: best cosine similarity seen (None when no face was compared).
+    frames_used: frames read from the iterable. elapsed_ms: wall time of the attempt.
+    attempts_left: failed matches allowed before the next lockout step.
+    locked_until: unix seconds when the lockout ends, ``math.inf`` until ``reset_lockout``,
+    None when not locked.
+    """
+
+    granted: bool
+    reason: Reason
+    score: float | None
+    frames_used: int
+    elapsed_ms: float
+    attempts_left: int
+    locked_until: float | None
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """Outcome of :meth:`FaceUnlock.identify`: the matched user (None when nobody matched)."""
+
+    user: str | None
+    reason: Reason
+    score: float | None
+    frames_used: int
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class FrameQuality:
+    """Quality-gate verdict of one enrolment frame (``problem`` is None when accepted)."""
+
+    problem: str | None
+    face_px: float = 0.0
+    yaw: float = 0.0
+    pitch: float = 0.0
+    sharpness: float = 0.0
+    brightness: float = 0.0
+
+
+@dataclass
+class EnrollmentReport:
+    """What :meth:`FaceUnlock.enroll` did.
+
+    templates: templates now stored for the user; frames_seen / frames_accepted: frames
+    read and frames that passed every gate; rejected: count per rejection reason; poses:
+    (yaw, pitch) in degrees of the kept templates.
+    """
+
+    user: str
+    templates: int
+    frames_seen: int
+    frames_accepted: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    poses: list[tuple[float, float]] = field(default_factory=list)
+
+
+ProgressFn = Callable[[int, int, FrameQuality], None]
+
+
+def chip_quality(chip: np.ndarray) -> tuple[float, float]:
+    """(sharpness, brightness) of a face chip: variance of the Laplacian of its grey image,
+    and its mean grey level (0..255)."""
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var()), float(grey.mean())
+
+
+class FaceUnlock:
+    """Enrolment, unlock and identification over an encrypted template store.
+
+    Args:
+        store: where templates and lockout counters live.
+        engine: the face engine (default: a new single-thread :class:`FaceEngine`).
+        liveness: run the liveness check on unlock. The check is not part of this release
+            yet: ``liveness=True`` raises :class:`FaceUnlockError` rather than pretend.
+        policy: thresholds, quality gates and lockout rules (default: Android Class 3).
+        clock: unix-seconds clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        store: TemplateStore,
+        *,
+        engine: FaceEngine | None = None,
+        liveness: bool = False,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if liveness:
+            raise FaceUnlockError(
+                "the liveness check is not available in this version of faceunlock; "
+                "pass liveness=False and keep the threat model in the README in mind"
+            )
+        self.store = store
+        self.engine = engine or FaceEngine(threads=1)
+        self.policy = policy or Policy()
+        self.liveness = liveness
+        self._clock = clock
+
+    # ------------------------------------------------------------------ thresholds
+    @property
+    def threshold(self) -> float:
+        """Cosine threshold in force: the policy's explicit one, else the embedder's
+        calibrated one for the policy's level."""
+        if self.policy.threshold is not None:
+            return float(self.policy.threshold)
+        spec = self.engine.embedder_spec
+        return spec.threshold if self.policy.level == "strong" else spec.convenience_threshold
+
+    # ------------------------------------------------------------------ enrolment
+    def assess(self, frame: np.ndarray) -> tuple[FrameQuality, Face | None, np.ndarray | None]:
+        """Quality gates for one enrolment frame: exactly one face, large enough, pose in
+        range, sharp, well exposed. Returns (verdict, face, chip)."""
+        p = self.policy
+        faces = self.engine.detect(frame)
+        if not faces:
+            return FrameQuality("no face"), None, None
+        if len(faces) > 1:
+            return FrameQuality("more than one face"), None, None
+        f = faces[0]
+        size = min(f.width, f.height)
+        chip = self.engine.chip(frame, f)
+        sharp, bright = chip_quality(chip)
+        q = dict(face_px=size, yaw=f.yaw, pitch=f.pitch, sharpness=sharp, brightness=bright)
+        if size < p.min_face_px:
+            return FrameQuality("face too small: come closer", **q), f, chip
+        if abs(f.yaw) > p.max_yaw_deg:
+            return FrameQuality("head turned too far: face the camera", **q), f, chip
+        if abs(f.pitch) > p.max_pitch_deg:
+            return FrameQuality("head tilted too far: look at the camera", **q), f, chip
+        if sharp < p.min_sharpness:
+            return FrameQuality("image blurred: hold still", **q), f, chip
+        if not p.min_brightness <= bright <= p.max_brightness:
+            return FrameQuality("badly exposed: " + ("too dark" if bright < p.min_brightness else "too bright"), **q), f, chip
+        return FrameQuality(None, **q), f, chip
+
+    def enroll(
+        self, user: str, frames: Iterable[np.ndarray], *, progress: ProgressFn | None = None, append: bool = False
+    ) -> EnrollmentReport:
+        """Enrol ``user`` from frames of their face ("move your head slowly").
+
+        Every frame goes through the quality gates; the kept set is 5–15 (policy) templates
+        chosen for pose diversity, all of one person. Raises :class:`EnrollmentError` with
+        the reasons when too few good frames arrive; nothing is stored then. With
+        ``append=True`` the new templates join the user's existing ones (same embedder).
+        ``progress(accepted, needed, quality)`` is called after each frame.
+        """
+        p = self.policy
+        cands: list[tuple[np.ndarray, FrameQuality]] = []
+        rejected: dict[str, int] = {}
+        seen = 0
+        for frame in frames:
+            seen += 1
+            quality, face, chip = self.assess(as_rgb(frame))
+            if quality.problem is None:
+                cands.append((self.engine._embedder.embed(chip), quality))
+            else:
+                rejected[quality.problem] = rejected.get(quality.problem, 0) + 1
+            if progress is not None:
+                progress(min(len(cands), p.enroll_max_templates), p.enroll_min_templates, quality)
+            if len(cands) >= 4 * p.enroll_max_templates:
+                break
+        kept = self._consistent(cands, rejected)
+        if len(kept) < p.enroll_min_templates:
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items(), key=lambda kv: -kv[1])) or "no frames"
+            raise EnrollmentError(
+                f"not enough good frames to enrol {user!r}: {len(kept)} usable of {seen} "
+                f"(need {p.enroll_min_templates}); rejected — {why}"
+            )
+        chosen = _diverse(kept, p.enroll_max_templates)
+        temps = np.stack([t for t, _ in chosen]).astype(np.float32)
+        poses = [(round(q.yaw, 1), round(q.pitch, 1)) for _, q in chosen]
+        embedder = self.engine.embedder_spec.name
+        now = self._clock()
+
+        def apply(old: UserRecord | None) -> UserRecord:
+            if append and old is not None:
+                if old.embedder != embedder:
+                    raise EnrollmentError(
+                        f"{user!r} was enrolled with embedder {old.embedder!r}, not {embedder!r}: re-enrol without append"
+                    )
+                merged = np.concatenate([old.templates, temps])[-max(p.enroll_max_templates, len(temps)) :]
+                return UserRecord(templates=merged, embedder=embedder, created=old.created,
+                                  failures=old.failures, locked_until=old.locked_until,
+                                  permanent_lock=old.permanent_lock, last_attempt=old.last_attempt,
+                                  meta={**old.meta, "poses": old.meta.get("poses", []) + poses})
+            return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses})
+
+        rec = self.store.update(user, apply)
+        return EnrollmentReport(user, int(rec.templates.shape[0]) if rec else 0, seen, len(cands), rejected, poses)
+
+    def _consistent(self, cands, rejected):
+        """Drop candidates that are not the same person as the majority (a second person
+        stepping in during enrolment)."""
+        if len(cands) < 2:
+            return cands
+        t = np.stack([c[0] for c in cands])
+        sims = t @ t.T
+        medoid = int(np.argmax(np.median(sims, axis=1)))
+        bar = self.engine.embedder_spec.convenience_threshold - 0.03
+        keep = [c for c, s in zip(cands, sims[medoid]) if s >= bar]
+        if len(keep) < len(cands):
+            rejected["a different face"] = rejected.get("a different face", 0) + len(cands) - len(keep)
+        return keep
+
+    # ------------------------------------------------------------------ unlock
+    def _status(self, rec: UserRecord, now: float) -> tuple[bool, float | None]:
+        return pol.lockout_status(rec, now, self.policy)
+
+    def _match_frames(
+        self, frames: Iterable[np.ndarray], gallery: np.ndarray, threshold: float, t0: float,
+        owners: np.ndarray | None = None,
+    ):
+        """Read frames until one matches, frames run out, the frame budget or the time
+        budget is spent. Returns (best score or None, frames used, matched owner, timed_out)."""
+        best, used, hit, clear_misses = None, 0, None, 0
+        deadline = t0 + self.policy.timeout_s
+        for frame in frames:
+            used += 1
+            faces = self.engine.detect(frame)
+            if faces:
+                t = self.engine.face_template(frame, faces[0])
+                s, k = fused_score(gallery, t, owners)
+                best = s if best is None else max(best, s)
+                if s >= threshold:
+                    hit = k
+                    break
+                clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
+                if clear_misses >= CLEAR_MISS_FRAMES:
+                    break  # a confident no-match: stop early
+            if used >= self.policy.max_frames:
+                break
+            if time.perf_counter() > deadline:
+                return best, used, None, True
+        return best, used, hit, False
+
+    def unlock(self, user: str, frames: Iterable[np.ndarray]) -> UnlockResult:
+        """Try to unlock as ``user`` from frames; stops at the first matching frame.
+
+        Failed matches count towards the lockout (5 → 30 s, doubling each further 5,
+        permanent at 20); a grant resets the count. Lockouts are checked before any frame
+        is read. No face or a timeout without a face costs no attempt.
+        """
+        t0 = time.perf_counter()
+        rec = self.store.get(user)
+        if rec is None:
+            return UnlockResult(False, Reason.NOT_ENROLLED, None, 0, _ms(t0), 0, None)
+        self._check_embedder(rec)
+        locked, until = self._status(rec, self._clock())
+        if locked:
+            return UnlockResult(False, Reason.LOCKED_OUT, None, 0, _ms(t0), 0, until)
+        best, used, hit, timed_out = self._match_frames(frames, rec.templates, self.threshold, t0)
+        if hit is not None:
+            now = self._clock()
+            rec = self.store.update(user, lambda r: pol.record_success(r, now) if r else None)
+            return UnlockResult(True, Reason.GRANTED, best, used, _ms(t0), pol.attempts_left(rec, self.policy), None)
+        if best is None:
+            reason = Reason.TIMEOUT if timed_out else Reason.NO_FACE
+            return UnlockResult(False, reason, None, used, _ms(t0), pol.attempts_left(rec, self.policy), None)
+        now = self._clock()
+        rec = self.store.update(user, lambda r: pol.record_failure(r, now, self.policy) if r else None)
+        locked, until = self._status(rec, now)
+        return UnlockResult(False, Reason.NO_MATCH, best, used, _ms(t0), pol.attempts_left(rec, self.policy),
+                            until if locked else None)
+
+    def identify(self, frames: Iterable[np.ndarray]) -> IdentifyResult:
+        """Which enrolled user is in front of the camera (for multi-user devices).
+
+        Locked-out users are not matched. A failed identification counts as a failed
+        match for every user that could have matched, so guessing cannot bypass the lockout.
+        """
+        t0 = time.perf_counter()
+        now = self._clock()
+        names, galleries = [], []
+        for name in self.store.users():
+            rec = self.store.get(name)
+            if rec is None or rec.embedder != self.engine.embedder_spec.name:
+                continue
+            if not self._status(rec, now)[0]:
+                names.append(name)
+                galleries.append(rec.templates)
+        if not names:
+            return IdentifyResult(None, Reason.NOT_ENROLLED, None, 0, _ms(t0))
+        owner = np.concatenate([np.full(len(g), i) for i, g in enumerate(galleries)])
+        best, used, hit, timed_out = self._match_frames(frames, np.concatenate(galleries), self.threshold, t0, owner)
+        now = self._clock()
+        if hit is not None:
+            name = names[hit]
+            self.store.update(name, lambda r: pol.record_success(r, now) if r else None)
+            return IdentifyResult(name, Reason.GRANTED, best, used, _ms(t0))
+        if best is None:
+            return IdentifyResult(None, Reason.TIMEOUT if timed_out else Reason.NO_FACE, None, used, _ms(t0))
+        for name in names:
+            self.store.update(name, lambda r: pol.record_failure(r, now, self.policy) if r else None)
+        return IdentifyResult(None, Reason.NO_MATCH, best, used, _ms(t0))
+
+    # ------------------------------------------------------------------ admin
+    def users(self) -> list[str]:
+        """Enrolled user ids, sorted."""
+        return self.store.users()
+
+    def remove_user(self, user: str) -> bool:
+        """Delete the user and all their biometric data; False when not enrolled."""
+        return self.store.remove(user)
+
+    def reset_lockout(self, user: str) -> None:
+        """Lift every lockout of ``user`` (call after the primary credential succeeded)."""
+        if self.store.update(user, lambda r: pol.reset_lockout(r) if r else None) is None:
+            raise FaceUnlockError(f"user {user!r} is not enrolled")
+
+    def _check_embedder(self, rec: UserRecord) -> None:
+        if rec.embedder != self.engine.embedder_spec.name:
+            raise FaceUnlockError(
+                f"templates were made by embedder {rec.embedder!r} but the engine uses "
+                f"{self.engine.embedder_spec.name!r}: re-enrol the user with this engine"
+            )
+
+
+TOP_K = 3
+# An attempt ends early as NO_MATCH after this many consecutive face frames scoring at
+# least this far below the threshold (a different person, not a poor frame of the owner).
+CLEAR_MISS_FRAMES = 3
+CLEAR_MISS_MARGIN = 0.04
+
+
+def fused_score(gallery: np.ndarray, template: np.ndarray, owners: np.ndarray | None = None) -> tuple[float, int]:
+    """Score of one probe template against enrolled templates: the mean of its ``TOP_K``
+    best cosine similarities to one user's templates (all of them when fewer).
+
+    Averaging over several templates keeps the false-accept rate of a whole enrolment at
+    or below that of a single comparison at the same threshold (the mean reaches the
+    threshold only if a single comparison does), unlike the maximum, which grows with the
+    number of templates. With ``owners`` (user index per gallery row) the best user wins.
+    Returns (score, owner index; 0 without owners).
+    """
+    sims = gallery @ template
+    if owners is None:
+        return float(np.sort(sims)[::-1][:TOP_K].mean()), 0
+    best, who = -2.0, 0
+    for u in np.unique(owners):
+        s = float(np.sort(sims[owners == u])[::-1][:TOP_K].mean())
+        if s > best:
+            best, who = s, int(u)
+    return best, who
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _diverse(cands: list[tuple[np.ndarray, FrameQuality]], n: int) -> list[tuple[np.ndarray, FrameQuality]]:
+    """Up to ``n`` candidates spread over head poses: start from the most frontal (sharpest
+    among equals), then repeatedly add the candidate farthest in (yaw, pitch) from those kept."""
+    if len(cands) <= n:
+        return list(cands)
+    poses = np.array([(q.yaw, q.pitch) for _, q in cands])
+    sharp = np.array([q.sharpness for _, q in cands])
+    first = int(np.lexsort((-sharp, np.round(np.hypot(poses[:, 0], poses[:, 1])))) [0])
+    chosen = [first]
+    dist = np.linalg.norm(poses - poses[first], axis=1)
+    dist[first] = -1
+    while len(chosen) < n:
+        k = int(np.argmax(dist))
+        if dist[k] <= 0 and math.isfinite(dist[k]):
+            # all remaining share a pose: prefer sharper frames
+            rest = [i for i in np.argsort(-sharp) if i not in chosen]
+            chosen.extend(rest[: n - len(chosen)])
+            break
+        chosen.append(k)
+        dist = np.minimum(dist, np.linalg.norm(poses - poses[k], axis=1))
+        dist[chosen] = -1
+    return [cands[i] for i in chosen]

@@ -1,0 +1,59 @@
+"""Shared fixtures: the bundled public-domain portraits, one engine per session, dev data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import faceunlock as fu
+
+DATA_DIR = Path(fu.__file__).resolve().parent / "data"
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-dev"
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """scikit-image's astronaut (Eileen Collins), 512×512 RGB, one frontal face."""
+    return fu.load_image(DATA_DIR / "astronaut.jpg")
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> np.ndarray:
+    """matplotlib's Grace Hopper portrait, 600×512 RGB, one frontal face."""
+    return fu.load_image(DATA_DIR / "grace_hopper.jpg")
+
+
+@pytest.fixture(scope="session")
+def engine() -> fu.FaceEngine:
+    """One engine for the whole session (models load once)."""
+    return fu.FaceEngine(threads=1)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The faces-dev development set next to the repository; skips when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"dev data not found: {SHARED_DIR}")
+    return SHARED_DIR
+
+
+# ---------------------------------------------------------------- image helpers for tests
+
+
+def rotate(image: np.ndarray, angle_deg: float, scale: float = 1.0, border=cv2.BORDER_REFLECT) -> np.ndarray:
+    """``image`` rotated counter-clockwise on screen by ``angle_deg`` about its centre."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle_deg, scale)
+    return cv2.warpAffine(image, m, (w, h), borderMode=border)
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
