@@ -1,4 +1,11 @@
-"""From face-mesh landmarks to the 150×150 face chip dlib's descriptor expects.
+"""From face-mesh landmarks to the face chip an embedder expects.
+
+Two chip geometries (an :class:`~faceunlock.embed.EmbedderSpec` names one in its
+``alignment`` field):
+
+* ``"dlib-150"``: dlib's 150×150 chip (below);
+* ``"insightface-112"``: insightface's 112×112 five-point template (eye centres, nose tip,
+  mouth corners; see :data:`INSIGHTFACE_TEMPLATE_112`).
 
 Pure numpy/OpenCV. Pixel convention: pixel centres at integer coordinates (OpenCV and
 dlib). Images are (H, W, 3) uint8 RGB.
@@ -30,6 +37,12 @@ __all__ = [
     "similarity_transform",
     "chip_transform",
     "extract_chip",
+    "ALIGNMENTS",
+    "INSIGHTFACE_TEMPLATE_112",
+    "insightface_map",
+    "insightface_transform",
+    "extract_chip_112",
+    "aligned_chip",
 ]
 
 _DLIB_UNIT = np.array(
@@ -162,3 +175,70 @@ def extract_chip(
         img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
     )
+
+
+# --------------------------------------------------------------------------- insightface 112
+
+# insightface's ``arcface_dst`` (``face_align.py``): chip pixels (x, y) of, in order, the
+# image-left eye centre, the image-right eye centre, the nose tip, the image-left and the
+# image-right mouth corner (the subject's right eye is on the image's left).
+INSIGHTFACE_TEMPLATE_112 = np.array(
+    [
+        (38.2946, 51.6963),
+        (73.5318, 51.5014),
+        (56.0252, 71.7366),
+        (41.5493, 92.3655),
+        (70.7299, 92.2041),
+    ]
+)
+INSIGHTFACE_CHIP_SIZE = 112
+
+# Face-mesh contour of each eye (16 points; their mean is the eye centre): the eye on the
+# image's left (the subject's right; outer corner 33, inner 133) and on the image's right.
+MESH_EYE_IMAGE_LEFT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+MESH_EYE_IMAGE_RIGHT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+MESH_NOSE_TIP = 4  # 1 is the tip's lower front point; chosen by measured accuracy (EMBEDDERS.md)
+MESH_MOUTH_IMAGE_LEFT = 61
+MESH_MOUTH_IMAGE_RIGHT = 291
+
+
+@lru_cache(maxsize=4)
+def insightface_map(nose: int = MESH_NOSE_TIP) -> FivePointMap:
+    """Face-mesh landmarks → insightface's five points, in the template's order."""
+    eye = lambda idx: (tuple(idx), tuple(1.0 / len(idx) for _ in idx))  # noqa: E731
+    parts = [
+        eye(MESH_EYE_IMAGE_LEFT),
+        eye(MESH_EYE_IMAGE_RIGHT),
+        ((nose,), (1.0,)),
+        ((MESH_MOUTH_IMAGE_LEFT,), (1.0,)),
+        ((MESH_MOUTH_IMAGE_RIGHT,), (1.0,)),
+    ]
+    return FivePointMap(tuple(p[0] for p in parts), tuple(p[1] for p in parts), name="insightface-mesh")
+
+
+def insightface_transform(points5: np.ndarray, size: int = INSIGHTFACE_CHIP_SIZE) -> np.ndarray:
+    """2×3 matrix mapping image pixels to chip pixels: the least-squares similarity that
+    takes the five points (insightface order, pixels) onto the template (scaled to
+    ``size``), as insightface's ``norm_crop`` estimates it."""
+    return similarity_transform(points5, INSIGHTFACE_TEMPLATE_112 * (size / INSIGHTFACE_CHIP_SIZE))
+
+
+def extract_chip_112(image: np.ndarray, points5: np.ndarray, size: int = INSIGHTFACE_CHIP_SIZE) -> np.ndarray:
+    """The (size, size, 3) uint8 RGB insightface chip for five points in pixels
+    (insightface order). Bilinear warp with a black border, like ``norm_crop``."""
+    m = insightface_transform(points5, size)
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+ALIGNMENTS = ("dlib-150", "insightface-112")
+
+
+def aligned_chip(image: np.ndarray, landmarks: np.ndarray, alignment: str, size: int) -> np.ndarray:
+    """The chip of geometry ``alignment`` (one of :data:`ALIGNMENTS`) from (468, 2|3)
+    face-mesh landmarks in pixels of the RGB ``image``."""
+    if alignment == "dlib-150":
+        return extract_chip(image, five_point_map().apply(landmarks), size=size)
+    if alignment == "insightface-112":
+        return extract_chip_112(image, insightface_map().apply(landmarks), size=size)
+    raise ValueError(f"unknown alignment {alignment!r}; expected one of {ALIGNMENTS}")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -204,9 +203,13 @@ class _Ours:
         return template
 
     def _chip(self, rgb: np.ndarray, lms: np.ndarray) -> np.ndarray:
-        from .align import extract_chip
+        from . import align
 
-        return extract_chip(rgb, self.fmap.apply(lms), size=self.size)
+        spec = self.engine.embedder_spec
+        aligned_chip = getattr(align, "aligned_chip", None)  # engines with several chip geometries
+        if aligned_chip is not None:
+            return aligned_chip(rgb, lms, getattr(spec, "alignment", "dlib-150"), self.size)
+        return align.extract_chip(rgb, self.fmap.apply(lms), size=self.size)
 
     def end_to_end(self, data: bytes, out: dict[str, list[int]] | None) -> bool:
         t0 = time.perf_counter_ns()

@@ -13,7 +13,7 @@ __all__ = ["main"]
 def _engine(args):
     from .engine import FaceEngine
 
-    return FaceEngine(threads=getattr(args, "threads", None) or 1)
+    return FaceEngine(threads=getattr(args, "threads", None) or 1, embedder=getattr(args, "embedder", None))
 
 
 def cmd_demo(args) -> int:
@@ -28,17 +28,23 @@ def cmd_eval_pairs(args) -> int:
     from .evaluation.metrics import VerificationReport
     from .image import load_image
 
+    from .engine import FaceEngine
+
     pair_list = P.read_pairs(args.pairs)
-    engine = _engine(args)
+    reports = []
+    for name in args.embedders or [None]:  # one row per --embedder (default: the shipped one)
+        engine = FaceEngine(threads=args.threads or 1, embedder=name)
 
-    def ours(path: Path):
-        try:
-            return engine.template(load_image(path))
-        except FaceUnlockError:
-            return None
+        def ours(path: Path, engine=engine):
+            try:
+                return engine.template(load_image(path))
+            except FaceUnlockError:
+                return None
 
-    reports = [P.evaluate("faceunlock (BlazeFace + mesh + dlib ResNet fp16, LiteRT)", pair_list, args.image_root, ours,
-                          lambda a, b: float(a @ b))]
+        label = engine.embedder_spec.name
+        label = "dlib ResNet fp16" if label == "dlib-resnet-v1" else label
+        reports.append(P.evaluate(f"faceunlock (BlazeFace + mesh + {label}, LiteRT)", pair_list, args.image_root,
+                                  ours, lambda a, b: float(a @ b)))
     if args.dlib:
         from .evaluation.dlib_native import DlibNative, available
 
@@ -51,7 +57,9 @@ def cmd_eval_pairs(args) -> int:
     if args.json:
         print(json.dumps([r.__dict__ for r in reports], indent=1))
     else:
-        print(f"{len(pair_list)} pairs from {args.pairs}; failures to acquire are scored as rejections")
+        n_imp = sum(not p.same for p in pair_list)
+        print(f"{len(pair_list)} pairs from {args.pairs}; failures to acquire are scored as rejections; "
+              f"with {n_imp} different-person pairs, TAR @ FAR 1e-3 is taken above the highest impostor score")
         print(VerificationReport.header())
         for r in reports:
             print(r.row())
@@ -97,9 +105,295 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+# ---------------------------------------------------------------------------- device commands
+# enroll / unlock / users / remove / reset-lockout / store: the store is --store (default
+# faceunlock.store.default_store_path()), its key file --key-file (default
+# default_key_path(store)). Exit codes: 0 success (unlock: granted), 1 a clean "no"
+# (denied, not enrolled), 2 an error (missing source, unreadable store, bad arguments).
+
+
+def _store_path(args) -> Path:
+    from .store import default_store_path
+
+    return Path(args.store).expanduser() if getattr(args, "store", None) else default_store_path()
+
+
+def _open_store(args, *, create: bool = False):
+    """The store named by --store/--key-file. A missing store file is an error unless
+    ``create`` (enrolment makes it)."""
+    from .errors import StoreError
+    from .store import TemplateStore
+
+    path = _store_path(args)
+    if not create and not path.exists():
+        raise StoreError(f"no template store at {path}: enrol a user first (faceunlock enroll USER), "
+                         "or pass --store")
+    key_file = Path(args.key_file).expanduser() if getattr(args, "key_file", None) else None
+    return TemplateStore(path, key_file=key_file, create=create)
+
+
+def _policy(args, **overrides):
+    from .policy import Policy
+
+    kw = {}
+    if getattr(args, "level", None):
+        kw["level"] = args.level
+    if getattr(args, "min_face_px", None):
+        kw["min_face_px"] = args.min_face_px
+    kw.update(overrides)
+    return Policy(**kw)
+
+
+def _unlocker(args, store, policy=None):
+    """FaceUnlock with the library's default liveness setting unless --no-liveness."""
+    from .unlock import FaceUnlock
+
+    kw = {}
+    if getattr(args, "no_liveness", False):
+        kw["liveness"] = False
+    return FaceUnlock(store, engine=_engine(args), policy=policy or _policy(args), **kw)
+
+
+def _open_source(args, **limits):
+    from . import camera
+
+    source = getattr(args, "source", None)
+    if source is None or str(source).strip() == "":
+        source = "0"
+    return camera.open(source, skip_s=getattr(args, "skip", 0.0) or 0.0, **limits)
+
+
+def _emit(args, payload: dict, text: str) -> None:
+    print(json.dumps(payload, indent=1, default=str) if args.json else text)
+
+
+def _warn_no_liveness(args) -> None:
+    if getattr(args, "no_liveness", False):
+        print("faceunlock: warning: --no-liveness: a photo or a screen showing the user's face can unlock; "
+              "use it for stills and tests only", file=sys.stderr)
+
+
+class _Guide:
+    """Enrolment guidance on stderr: a progress bar of poses captured and the latest advice."""
+
+    def __init__(self, needed: int, most: int, quiet: bool) -> None:
+        self.needed, self.most, self.quiet = needed, most, quiet
+        self.tty = sys.stderr.isatty()
+        self.last = None
+
+    def __call__(self, accepted: int, needed: int, quality) -> None:
+        if self.quiet:
+            return
+        advice = quality.problem or "good: turn your head slowly left, right, up and down"
+        width = 20
+        filled = int(round(width * min(accepted, self.most) / self.most))
+        ok = "ready" if accepted >= self.needed else f"need {self.needed}"
+        line = f"[{'#' * filled}{'.' * (width - filled)}] poses captured {accepted}/{self.most} ({ok}) - {advice}"
+        if self.tty:
+            print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
+        elif (accepted, quality.problem) != self.last:
+            print(line, file=sys.stderr)
+        self.last = (accepted, quality.problem)
+
+    def done(self) -> None:
+        if self.tty and not self.quiet and self.last is not None:
+            print(file=sys.stderr)
+
+
+def cmd_enroll(args) -> int:
+    store = _open_store(args, create=True)
+    policy = _policy(args)
+    fu = _unlocker(args, store, policy)
+    guide = _Guide(policy.enroll_min_templates, policy.enroll_max_templates, args.quiet or args.json)
+    if not (args.quiet or args.json):
+        print(f"enrolling {args.user!r} from {args.source}: look at the camera and turn your head slowly",
+              file=sys.stderr)
+    try:
+        with _open_source(args, max_seconds=args.seconds) as cam:
+            report = fu.enroll(args.user, cam.images(), progress=guide, append=args.append)
+    finally:
+        guide.done()
+    payload = {"user": report.user, "templates": report.templates, "frames_seen": report.frames_seen,
+               "frames_accepted": report.frames_accepted, "rejected": report.rejected, "poses": report.poses,
+               "store": str(store.path)}
+    _emit(args, payload, f"enrolled {report.user!r}: {report.templates} templates from {report.frames_accepted} "
+          f"good frames of {report.frames_seen} (store {store.path})")
+    return 0
+
+
+def cmd_unlock(args) -> int:
+    store = _open_store(args)
+    _warn_no_liveness(args)
+    fu = _unlocker(args, store)
+    with _open_source(args, max_seconds=args.seconds) as cam:
+        r = fu.unlock(args.user, cam.images())
+    payload = {"user": args.user, "granted": r.granted, "reason": r.reason.value, "score": r.score,
+               "threshold": fu.threshold, "frames_used": r.frames_used, "elapsed_ms": round(r.elapsed_ms, 1),
+               "attempts_left": r.attempts_left, "locked_until": r.locked_until,
+               "liveness": bool(getattr(fu, "liveness", False))}
+    for extra in ("liveness_score", "liveness_detail", "challenge"):
+        if hasattr(r, extra):
+            payload[extra] = getattr(r, extra)
+    score = "no face compared" if r.score is None else f"score {r.score:.4f} (threshold {fu.threshold:.4f})"
+    if r.granted:
+        text = f"granted: {args.user!r}, {score}, {r.frames_used} frame(s), {r.elapsed_ms:.0f} ms"
+    else:
+        text = f"denied ({r.reason.value}): {score}, {r.frames_used} frame(s), {r.elapsed_ms:.0f} ms"
+        if r.locked_until is not None:
+            text += "; locked out " + ("until reset-lockout" if r.locked_until == float("inf") else
+                                       f"for {max(0.0, r.locked_until - __import__('time').time()):.0f} s")
+        elif r.reason.value == "no_match":
+            text += f"; {r.attempts_left} attempt(s) before lockout"
+    _emit(args, payload, text)
+    return 0 if r.granted else 1
+
+
+def cmd_users(args) -> int:
+    import time
+
+    from .policy import lockout_status
+
+    path = _store_path(args)
+    rows = []
+    if path.exists():
+        store = _open_store(args)
+        policy = _policy(args)
+        for name in store.users():
+            rec = store.get(name)
+            if rec is None:
+                continue
+            locked, until = lockout_status(rec, time.time(), policy)
+            rows.append({"user": name, "templates": int(rec.templates.shape[0]), "embedder": rec.embedder,
+                         "created": rec.created, "failures": rec.failures, "locked": locked,
+                         "locked_until": until})
+    if args.json:
+        print(json.dumps({"store": str(path), "users": rows}, indent=1, default=str))
+    elif not rows:
+        print(f"no users enrolled (store {path})")
+    else:
+        for r in rows:
+            lock = " LOCKED" if r["locked"] else ""
+            print(f"{r['user']}\t{r['templates']} templates\t{r['embedder']}\tfailures {r['failures']}{lock}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    store = _open_store(args)
+    gone = store.remove(args.user)
+    _emit(args, {"user": args.user, "removed": gone},
+          f"removed {args.user!r} and all their templates" if gone else f"{args.user!r} is not enrolled")
+    return 0 if gone else 1
+
+
+def cmd_reset_lockout(args) -> int:
+    from . import policy as pol
+
+    store = _open_store(args)
+    rec = store.update(args.user, lambda r: pol.reset_lockout(r) if r else None)
+    ok = rec is not None
+    _emit(args, {"user": args.user, "reset": ok},
+          f"lockout of {args.user!r} lifted" if ok else f"{args.user!r} is not enrolled")
+    return 0 if ok else 1
+
+
+def cmd_store(args) -> int:
+    store = _open_store(args)
+    if args.action == "verify":
+        n = store.verify()
+        _emit(args, {"store": str(store.path), "ok": True, "users": n},
+              f"{store.path}: authenticated, {n} user(s), every record decrypts")
+        return 0
+    from .store import default_key_path
+
+    current = Path(args.key_file).expanduser() if getattr(args, "key_file", None) else default_key_path(store.path)
+    target = Path(args.new_key_file).expanduser() if args.new_key_file else current
+    store.rekey(key_file=target)  # the current key file is rotated in place; a new one must not exist
+    n = store.verify()
+    _emit(args, {"store": str(store.path), "rekeyed": True, "users": n, "key_file": str(target)},
+          f"{store.path}: re-sealed {n} user(s) under a new random key in {target}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    return doctor.run(args)
+
+
+def cmd_pam_auth(args) -> int:
+    from . import pam
+
+    return pam.run(args)
+
+
+def _device_options() -> argparse.ArgumentParser:
+    """--store / --key-file / --json accepted after the command too (before it, they are global)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--store", default=argparse.SUPPRESS, help="template store file (default: see 'faceunlock doctor')")
+    p.add_argument("--key-file", default=argparse.SUPPRESS, help="key file of the store (default: beside the data dir)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    return p
+
+
+def _add_device_commands(sub) -> None:
+    common = _device_options()
+    src_help = ("frame source: camera index (0), /dev/videoN, picamera, a video file or a folder of images "
+                "(default 0)")
+
+    p = sub.add_parser("enroll", parents=[common], help="enrol USER from a camera, video or image folder")
+    p.add_argument("user")
+    p.add_argument("--source", default="0", help=src_help)
+    p.add_argument("--seconds", type=float, default=20.0, help="stop reading a live camera after this long (20)")
+    p.add_argument("--skip", type=float, default=0.0, help="files: seconds of the recording to skip first")
+    p.add_argument("--append", action="store_true", help="add templates to the user's existing ones")
+    p.add_argument("--min-face-px", type=int, help="face-size gate in pixels (policy default 80)")
+    p.add_argument("--quiet", action="store_true", help="no live guidance on stderr")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("unlock", parents=[common], help="try to unlock as USER: exit 0 granted, 1 denied, 2 error")
+    p.add_argument("user")
+    p.add_argument("--source", default="0", help=src_help)
+    p.add_argument("--skip", type=float, default=0.0,
+                   help="files: seconds of the recording to skip first (the attempt reads from there on)")
+    p.add_argument("--seconds", type=float, default=10.0, help="stop reading a live camera after this long (10)")
+    p.add_argument("--level", choices=["strong", "convenience"], help="match threshold level (default strong)")
+    p.add_argument("--no-liveness", action="store_true",
+                   help="skip the liveness check (stills and tests only: a photo can then unlock)")
+    p.set_defaults(func=cmd_unlock)
+
+    p = sub.add_parser("users", parents=[common], help="list enrolled users")
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("remove", parents=[common], help="delete USER and all their templates")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("reset-lockout", parents=[common], help="lift USER's lockout (after a password/PIN)")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_reset_lockout)
+
+    p = sub.add_parser("store", parents=[common], help="store maintenance: verify | rekey")
+    p.add_argument("action", choices=["verify", "rekey"])
+    p.add_argument("--new-key-file", help="rekey: write the new key here (default: rotate the current key file)")
+    p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check runtime, model checksums, cameras, store/key permissions, versions")
+    p.add_argument("--no-camera", action="store_true", help="do not open cameras")
+    p.set_defaults(func=cmd_doctor)
+
+    from . import pam
+
+    pam.register(sub, common)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="faceunlock", description="On-device face unlock: nothing leaves the device.")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
+    ap.add_argument("--store", help="template store file (default: $XDG_DATA_HOME/faceunlock/store/default.fus; "
+                    "root: /var/lib/faceunlock/store/default.fus)")
+    ap.add_argument("--key-file", help="key file of the store (default: <data>/faceunlock/keys/<store>-<hash>.key)")
+    ap.add_argument("--json", dest="global_json", action="store_true", help="machine-readable output")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="enrol a bundled portrait and show a match and a rejection")
@@ -111,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-dlib", dest="dlib", action="store_false", help="skip the dlib-native comparison")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--embedder", dest="embedders", action="append", default=[],
+                   help="embedder name or spec path (repeatable: one row each; default dlib-resnet-v1)")
     p.set_defaults(func=cmd_eval_pairs)
 
     p = sub.add_parser("calibrate", help="similarity thresholds for target false-accept rates from labelled folders")
@@ -119,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("eval-unlock", help="FRR and FAR per unlock attempt on labelled image folders")
@@ -131,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`)")
     p.set_defaults(func=cmd_eval_unlock)
 
     p = sub.add_parser("bench", help="per-stage latency, cold start and memory (and dlib-native when installed)")
@@ -142,12 +440,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed (default: report only)")
     p.add_argument("--cold-runs", type=int, default=3, help="fresh processes timed for the cold start (median)")
     p.set_defaults(func=cmd_bench)
+
+    # Commands that live with their own modules (each module's register() adds its
+    # sub-parsers; keep those modules light to import).
+    from .liveness import cli as liveness_cli
+    from . import models_cli
+
+    liveness_cli.register(sub)
+    models_cli.register(sub)
+    _add_device_commands(sub)
     return ap
 
 
+def _short_warnings() -> None:
+    """Library warnings (a loose file mode, …) as one 'faceunlock: warning:' line each, once."""
+    import warnings
+
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"faceunlock: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
+    _short_warnings()
     ap = build_parser()
     args = ap.parse_args(argv)
+    if getattr(args, "global_json", False) or not hasattr(args, "json"):
+        args.json = bool(getattr(args, "global_json", False))
     if args.version:
         from . import __version__
 
@@ -163,6 +488,14 @@ def main(argv: list[str] | None = None) -> int:
     except FaceUnlockError as exc:
         print(f"faceunlock: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("faceunlock: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

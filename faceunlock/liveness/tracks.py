@@ -1,0 +1,271 @@
+"""Passive 3D check: does the nose move like a point in front of a plane?
+
+Pure numpy over landmark tracks — (T, 468, 3) face-mesh landmarks, x and y in pixels,
+z the mesh's relative depth in pixels — so it is testable without any video or model.
+
+Method. A photo, a screen or a gently bent sheet is (close to) a plane: between any two
+frames its points move by one homography, whatever its 3D motion. A real head is not: when
+it turns, the nose tip, which stands ≈ 0.4 inter-ocular distances (IOD) in front of the eye
+corners, moves differently from the points around it (parallax). For every pair of frames
+(i, j) of the smoothed track, a homography is fitted on a ring of *base* landmarks that
+surround the nose (eye corners, brows, forehead, cheeks); the **nose parallax** of the pair
+is how far the nose landmarks land from where that homography puts them, in IOD. The score
+is a high quantile (0.9) over pairs — the pairs with the most rotation between them — and
+must reach :data:`PARALLAX_THRESHOLD`.
+
+Smoothing (a moving average over ``SMOOTH_S`` seconds) removes most of the frame-to-frame
+landmark jitter, which would otherwise look like parallax.
+
+Motion gate. A head that barely turns shows no parallax even when real: when the head's
+rotation range over the track, as the face mesh sees it (a 3D Kabsch fit of rigid
+landmarks to the first frame), is below :data:`MIN_MOTION_DEG` the verdict is "too little
+motion" (not live, with a hint to turn the head slightly).
+
+A secondary number, ``rigid_gain``, is the median over frames of how much better an affine
+camera on the mesh's own 3D shape fits the rigid landmarks than a homography does (IOD).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "RIGID_LANDMARKS",
+    "PARALLAX_THRESHOLD",
+    "MIN_MOTION_DEG",
+    "TrackScore",
+    "fit_homography",
+    "homography_residual",
+    "rigid_residual",
+    "rotation_angles_deg",
+    "smooth_tracks",
+    "nose_parallax",
+    "nose_parallax_pairs",
+    "fit_homographies",
+    "score_tracks",
+    "LivenessResult",
+    "judge",
+    "HINT_TURN_HEAD",
+]
+
+# Face-mesh indices that move rigidly with the skull (mostly): nose ridge and tip, nostril
+# wings, inner and outer eye corners, brows, forehead, cheekbones, temples and ears' front.
+RIGID_LANDMARKS = np.array(
+    [1, 4, 5, 6, 195, 197, 168, 8, 9, 151, 10,  # midline: tip → forehead
+     98, 327, 2, 94, 64, 294,  # nostrils
+     33, 133, 362, 263, 130, 359, 243, 463,  # eye corners
+     70, 63, 105, 66, 107, 336, 296, 334, 293, 300,  # brows
+     50, 280, 101, 330, 117, 346, 118, 347, 123, 352,  # cheeks
+     234, 454, 127, 356, 93, 323, 21, 251, 54, 284, 103, 332,  # face sides, temples, forehead sides
+     ],
+    dtype=np.int64,
+)
+EYE_CORNERS = (33, 263)  # outer corners, image-left then image-right
+# Landmarks around the nose that the homography is fitted to, and the nose landmarks tested.
+BASE_LANDMARKS = np.array(
+    [33, 133, 362, 263, 130, 359, 70, 300, 105, 334, 10, 151, 109, 338, 50, 280, 117, 346,
+     234, 454, 127, 356, 205, 425, 36, 266, 187, 411], dtype=np.int64)
+NOSE_LANDMARKS = np.array([1, 4, 5, 195], dtype=np.int64)
+PARALLAX_THRESHOLD = 0.02  # IOD units; see docs/LIVENESS.md for how it was chosen
+MIN_MOTION_DEG = 2.0
+SCORE_QUANTILE = 0.9
+SMOOTH_S = 0.17
+MAX_SCORED_FRAMES = 24
+
+
+@dataclass(frozen=True)
+class TrackScore:
+    """Passive-check numbers of one landmark track.
+
+    parallax: the score (IOD units, larger = more 3D); rigid_gain: median over frames of
+    (homography residual − rigid-3D residual) of the rigid landmarks (IOD units);
+    motion_deg: the head's rotation range as the mesh sees it (max of yaw and pitch ranges,
+    degrees); frames: frames scored (after smoothing and subsampling).
+    """
+
+    parallax: float
+    rigid_gain: float
+    motion_deg: float
+    frames: int
+
+
+def _normalise(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = p.mean(0)
+    d = np.sqrt(((p - c) ** 2).sum(1)).mean() + 1e-12
+    s = math.sqrt(2) / d
+    t = np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
+    ph = np.c_[p, np.ones(len(p))] @ t.T
+    return ph, t
+
+
+def fit_homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares homography (normalised DLT) mapping (N, 2) ``src`` to ``dst``; N ≥ 4."""
+    a, ta = _normalise(np.asarray(src, np.float64))
+    b, tb = _normalise(np.asarray(dst, np.float64))
+    rows = []
+    for (x, y, _), (u, v, _) in zip(a, b):
+        rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
+        rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
+    _, _, vt = np.linalg.svd(np.asarray(rows))
+    h = vt[-1].reshape(3, 3)
+    h = np.linalg.inv(tb) @ h @ ta
+    return h / (h[2, 2] if abs(h[2, 2]) > 1e-12 else 1.0)
+
+
+def _apply_h(h: np.ndarray, p: np.ndarray) -> np.ndarray:
+    q = np.c_[p, np.ones(len(p))] @ h.T
+    return q[:, :2] / q[:, 2:3]
+
+
+def homography_residual(src: np.ndarray, dst: np.ndarray) -> float:
+    """RMS distance (pixels) between ``dst`` and the best homography of ``src`` (N, 2)."""
+    h = fit_homography(src, dst)
+    return float(np.sqrt(((_apply_h(h, src) - dst) ** 2).sum(1).mean()))
+
+
+def rigid_residual(shape3d: np.ndarray, dst: np.ndarray) -> float:
+    """RMS distance (pixels) between ``dst`` (N, 2) and the best affine camera of the 3D
+    points ``shape3d`` (N, 3): dst ≈ shape3d @ A.T + b with A 2×3 (8 parameters)."""
+    s = np.asarray(shape3d, np.float64)
+    s = s - s.mean(0)
+    x = np.c_[s, np.ones(len(s))]
+    coef, *_ = np.linalg.lstsq(x, dst, rcond=None)
+    return float(np.sqrt(((x @ coef - dst) ** 2).sum(1).mean()))
+
+
+def rotation_angles_deg(ref3d: np.ndarray, cur3d: np.ndarray) -> tuple[float, float]:
+    """(yaw, pitch) in degrees of the rotation taking (N, 3) points ``ref3d`` to ``cur3d``
+    (Kabsch, after removing the centroids; scale-free)."""
+    a = ref3d - ref3d.mean(0)
+    b = cur3d - cur3d.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    r = (u @ np.diag([1.0, 1.0, d]) @ vt).T
+    return math.degrees(math.asin(float(np.clip(-r[0, 2], -1, 1)))), math.degrees(math.asin(float(np.clip(r[1, 2], -1, 1))))
+
+
+def smooth_tracks(tracks: np.ndarray, window: int) -> np.ndarray:
+    """Moving average over ``window`` frames (valid part only: T − window + 1 frames)."""
+    if window <= 1 or len(tracks) <= window:
+        return tracks
+    c = np.cumsum(np.concatenate([np.zeros((1,) + tracks.shape[1:]), tracks]), axis=0)
+    return (c[window:] - c[:-window]) / window
+
+
+def _normalise_batch(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hartley normalisation of (P, N, 2) point sets: (P, N, 2) points and (P, 3, 3) T."""
+    c = p.mean(1, keepdims=True)
+    d = np.sqrt(((p - c) ** 2).sum(2)).mean(1) + 1e-12
+    s = math.sqrt(2) / d
+    t = np.zeros((len(p), 3, 3))
+    t[:, 0, 0] = t[:, 1, 1] = s
+    t[:, 0, 2] = -s * c[:, 0, 0]
+    t[:, 1, 2] = -s * c[:, 0, 1]
+    t[:, 2, 2] = 1
+    return (p - c) * s[:, None, None], t
+
+
+def fit_homographies(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Batched least-squares homographies (normalised DLT): (P, N, 2) → (P, 3, 3)."""
+    a, ta = _normalise_batch(np.asarray(src, np.float64))
+    b, tb = _normalise_batch(np.asarray(dst, np.float64))
+    x, y, u, v = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+    o, z = np.ones_like(x), np.zeros_like(x)
+    r1 = np.stack([-x, -y, -o, z, z, z, u * x, u * y, u], -1)
+    r2 = np.stack([z, z, z, -x, -y, -o, v * x, v * y, v], -1)
+    m = np.concatenate([r1, r2], 1)
+    _, _, vt = np.linalg.svd(m)
+    h = vt[:, -1].reshape(-1, 3, 3)
+    h = np.linalg.inv(tb) @ h @ ta
+    return h / h[:, 2:3, 2:3]
+
+
+def nose_parallax_pairs(tracks: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Nose parallax (IOD units) for each (i, j) in ``pairs`` of a (T, 468, ≥2) track: the
+    mean displacement of the nose landmarks in frame j from where the homography of the
+    base landmarks i → j puts them."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    h = fit_homographies(tracks[i][:, BASE_LANDMARKS, :2], tracks[j][:, BASE_LANDMARKS, :2])
+    n = tracks[i][:, NOSE_LANDMARKS, :2]
+    q = np.concatenate([n, np.ones(n.shape[:2] + (1,))], 2) @ h.transpose(0, 2, 1)
+    pred = q[..., :2] / q[..., 2:3]
+    r = (tracks[j][:, NOSE_LANDMARKS, :2] - pred).mean(1)
+    iod = np.linalg.norm(tracks[j][:, EYE_CORNERS[0], :2] - tracks[j][:, EYE_CORNERS[1], :2], axis=1)
+    return np.linalg.norm(r, axis=1) / np.maximum(iod, 1e-9)
+
+
+def nose_parallax(a: np.ndarray, b: np.ndarray) -> float:
+    """Nose parallax (IOD units) between two (468, ≥2) landmark sets (see
+    :func:`nose_parallax_pairs`)."""
+    return float(nose_parallax_pairs(np.stack([a[:, :2], b[:, :2]]), np.array([[0, 1]]))[0])
+
+
+def score_tracks(tracks: np.ndarray, fps: float = 30.0) -> TrackScore:
+    """Score a (T, 468, 3) landmark track sampled at ``fps`` (frames without a face
+    removed; T ≥ 2). The caller compares ``parallax`` with :data:`PARALLAX_THRESHOLD` and
+    ``motion_deg`` with :data:`MIN_MOTION_DEG` (see :func:`judge`).
+    """
+    tr = np.asarray(tracks, np.float64)
+    if tr.ndim != 3 or tr.shape[0] < 2 or tr.shape[1] != 468 or tr.shape[2] != 3:
+        raise ValueError(f"tracks must be (T >= 2, 468, 3), got {tr.shape}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps!r}")
+    tr = smooth_tracks(tr, max(1, round(SMOOTH_S * fps)))
+    step = max(1, math.ceil(len(tr) / MAX_SCORED_FRAMES))
+    tr = tr[::step]
+    rigid = tr[:, RIGID_LANDMARKS]
+    angles = np.array([rotation_angles_deg(rigid[0], f) for f in rigid])
+    motion = float(np.ptp(angles, axis=0).max()) if len(tr) > 1 else 0.0
+    pairs = np.array([(i, j) for i in range(len(tr)) for j in range(i + 1, len(tr))], np.int64).reshape(-1, 2)
+    pars = nose_parallax_pairs(tr, pairs) if len(pairs) else np.zeros(0)
+    parallax = float(np.quantile(pars, SCORE_QUANTILE)) if len(pars) else 0.0
+    gains = []
+    for t in range(1, len(tr)):
+        iod = float(np.linalg.norm(tr[t, EYE_CORNERS[0], :2] - tr[t, EYE_CORNERS[1], :2])) or 1.0
+        gains.append((homography_residual(rigid[0, :, :2], rigid[t, :, :2])
+                      - rigid_residual(rigid[0], rigid[t, :, :2])) / iod)
+    gain = float(np.median(gains)) if gains else 0.0
+    return TrackScore(parallax, gain, motion, len(tr))
+
+
+HINT_TURN_HEAD = "turn your head slightly"
+
+
+@dataclass(frozen=True)
+class LivenessResult:
+    """Verdict of a liveness check.
+
+    live: accepted as a live person. score: the passive parallax score (IOD units; compare
+    with ``threshold``). reason: one line saying why (``"3D motion"``, ``"flat: no
+    parallax"``, ``"too little motion"``, ``"no face"``, ``"face changed"``, ...).
+    hint: what a UI should ask the user to do, or None. cues: per-cue numbers
+    (``parallax``, ``rigid_gain``, ``motion_deg``, ``identity_min_similarity``, ...).
+    frames: frames with a face that were scored.
+    """
+
+    live: bool
+    score: float
+    reason: str
+    hint: str | None = None
+    threshold: float = PARALLAX_THRESHOLD
+    cues: dict = field(default_factory=dict)
+    frames: int = 0
+
+
+def judge(tracks: np.ndarray, fps: float = 30.0, *, threshold: float = PARALLAX_THRESHOLD,
+          min_motion_deg: float = MIN_MOTION_DEG, min_frames: int = 8) -> LivenessResult:
+    """The passive verdict for a (T, 468, 3) landmark track sampled at ``fps``."""
+    tr = np.asarray(tracks, np.float64)
+    if tr.ndim != 3 or len(tr) < min_frames:
+        return LivenessResult(False, 0.0, "too few frames with a face", HINT_TURN_HEAD, threshold,
+                              {}, int(len(tr)) if tr.ndim == 3 else 0)
+    sc = score_tracks(tr, fps)
+    cues = {"parallax": sc.parallax, "rigid_gain": sc.rigid_gain, "motion_deg": sc.motion_deg}
+    if sc.parallax >= threshold and sc.motion_deg >= min_motion_deg:
+        return LivenessResult(True, sc.parallax, "3D motion", None, threshold, cues, len(tr))
+    if sc.motion_deg < min_motion_deg:
+        return LivenessResult(False, sc.parallax, "too little motion", HINT_TURN_HEAD, threshold, cues, len(tr))
+    return LivenessResult(False, sc.parallax, "flat: no parallax", None, threshold, cues, len(tr))
