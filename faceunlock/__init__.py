@@ -26,6 +26,7 @@ from .errors import (
     StoreIntegrityError,
 )
 from .image import as_rgb, load_image
+from .liveness import Challenge, Liveness, LivenessResult
 from .policy import Policy, PolicyError
 from .store import StoreValueError, TemplateStore, UserRecord
 from .unlock import EnrollmentReport, FaceUnlock, IdentifyResult, Reason, UnlockResult
@@ -37,6 +38,9 @@ __all__ = [
     "CONVENIENCE_THRESHOLD",
     "DEFAULT_THRESHOLD",
     "CameraError",
+    "Challenge",
+    "Liveness",
+    "LivenessResult",
     "EmbedderSpec",
     "EnrollmentError",
     "Face",

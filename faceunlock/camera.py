@@ -176,6 +176,12 @@ class FrameSource:
         for f in self:
             yield f.image
 
+    def timed(self) -> Iterator[tuple[float, np.ndarray]]:
+        """``(timestamp_s, RGB array)`` pairs: what :meth:`FaceUnlock.unlock` and the
+        liveness check take to know the real timing of the frames."""
+        for f in self:
+            yield f.timestamp_s, f.image
+
     def describe(self) -> str:
         return f"{self.kind} {self.name}"
 

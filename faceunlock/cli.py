@@ -19,7 +19,7 @@ def _engine(args):
 def cmd_demo(args) -> int:
     from . import demo
 
-    return demo.run(_engine(args))
+    return demo.run(_engine(args), display=args.display)
 
 
 def cmd_eval_pairs(args) -> int:
@@ -222,19 +222,26 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_unlock(args) -> int:
+    from . import camera
+
     store = _open_store(args)
     _warn_no_liveness(args)
-    fu = _unlocker(args, store)
+    # A recording is decoded as fast as the machine goes: the attempt's wall-clock budget
+    # (policy.timeout_s, made for live cameras) must not cut it short on a slow machine.
+    recorded = camera.describe(args.source) in ("video", "folder", "image")
+    fu = _unlocker(args, store, _policy(args, timeout_s=max(args.seconds, 3.0)) if recorded else None)
     with _open_source(args, max_seconds=args.seconds) as cam:
-        r = fu.unlock(args.user, cam.images())
+        r = fu.unlock(args.user, cam.timed() if fu.liveness else cam.images())
+    verdict = getattr(r, "liveness", None)
     payload = {"user": args.user, "granted": r.granted, "reason": r.reason.value, "score": r.score,
                "threshold": fu.threshold, "frames_used": r.frames_used, "elapsed_ms": round(r.elapsed_ms, 1),
                "attempts_left": r.attempts_left, "locked_until": r.locked_until,
-               "liveness": bool(getattr(fu, "liveness", False))}
-    for extra in ("liveness_score", "liveness_detail", "challenge"):
-        if hasattr(r, extra):
-            payload[extra] = getattr(r, extra)
+               "liveness": None if verdict is None else {"live": verdict.live, "score": verdict.score,
+                                                         "reason": verdict.reason, "threshold": verdict.threshold},
+               "liveness_checked": bool(fu.liveness), "hint": getattr(r, "hint", None)}
     score = "no face compared" if r.score is None else f"score {r.score:.4f} (threshold {fu.threshold:.4f})"
+    if verdict is not None:
+        score += f", liveness {verdict.score:.3f} ({verdict.reason})"
     if r.granted:
         text = f"granted: {args.user!r}, {score}, {r.frames_used} frame(s), {r.elapsed_ms:.0f} ms"
     else:
@@ -242,8 +249,10 @@ def cmd_unlock(args) -> int:
         if r.locked_until is not None:
             text += "; locked out " + ("until reset-lockout" if r.locked_until == float("inf") else
                                        f"for {max(0.0, r.locked_until - __import__('time').time()):.0f} s")
-        elif r.reason.value == "no_match":
+        elif r.reason.value in ("no_match", "liveness_failed"):
             text += f"; {r.attempts_left} attempt(s) before lockout"
+        if getattr(r, "hint", None):
+            text += f"; hint: {r.hint}"
     _emit(args, payload, text)
     return 0 if r.granted else 1
 
@@ -396,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", dest="global_json", action="store_true", help="machine-readable output")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="enrol a bundled portrait and show a match and a rejection")
+    p = sub.add_parser("demo", help="simulated camera: the owner granted, a printed photo and an impostor denied")
+    p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
+                   help="show an OpenCV window (default: when $DISPLAY is set and OpenCV has a GUI)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval-pairs", help="verification accuracy on an LFW-format pair list")

@@ -59,7 +59,7 @@ def cmd_show(args) -> int:
     if v.size != spec.dim:
         print(f"FAIL: the model outputs {v.size} values, its spec says {spec.dim}", file=sys.stderr)
         return 1
-    print(f"OK: {spec.path} loads, " + (f"sha256 matches, " if spec.sha256 else "") + f"outputs {v.size} values")
+    print(f"OK: {spec.path} loads, " + ("sha256 matches, " if spec.sha256 else "") + f"outputs {v.size} values")
     return 0
 
 

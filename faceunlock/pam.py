@@ -186,10 +186,12 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     fu = FaceUnlock(store, engine=FaceEngine(threads=1), policy=policy, **kw)
     t0 = time.monotonic()
     with camera.open(conf["source"], max_seconds=seconds, skip_s=getattr(args, "skip", 0.0) or 0.0) as cam:
-        r = fu.unlock(user, cam.images())
+        r = fu.unlock(user, cam.timed() if fu.liveness else cam.images())
     score = "-" if r.score is None else f"{r.score:.4f}"
+    verdict = getattr(r, "liveness", None)
+    live = "OFF" if not fu.liveness else ("-" if verdict is None else f"{verdict.score:.3f}({verdict.reason})")
     msg = (f"service={service} user={user} {'granted' if r.granted else 'denied'} reason={r.reason.value} "
            f"score={score} frames={r.frames_used} ms={(time.monotonic() - t0) * 1000:.0f} "
-           f"liveness={'on' if getattr(fu, 'liveness', False) else 'OFF'}")
+           f"liveness={live}")
     _log(_prio("LOG_INFO" if r.granted else "LOG_NOTICE"), msg)
     return EXIT_GRANTED if r.granted else EXIT_DENIED

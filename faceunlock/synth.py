@@ -59,7 +59,8 @@ def warp_triangles(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, tr
     for ti in (order if order is not None else range(len(tris))):
         a = src_pts[tris[ti]].astype(np.float32)
         b = dst_pts[tris[ti]].astype(np.float32)
-        if abs(float(np.cross(b[1] - b[0], b[2] - b[0]))) < 0.5:
+        e1, e2 = b[1] - b[0], b[2] - b[0]
+        if abs(float(e1[0] * e2[1] - e1[1] * e2[0])) < 0.5:
             continue
         x0, y0 = np.floor(b.min(0)).astype(int)
         x1, y1 = np.ceil(b.max(0)).astype(int) + 1

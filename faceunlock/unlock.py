@@ -49,6 +49,8 @@ class UnlockResult:
     attempts_left: failed matches allowed before the next lockout step.
     locked_until: unix seconds when the lockout ends, ``math.inf`` until ``reset_lockout``,
     None when not locked.
+    hint: what the UI should ask of the user (e.g. "turn your head slightly"), or None.
+    liveness: the liveness verdict when the check ran (None otherwise).
     """
 
     granted: bool
@@ -58,6 +60,8 @@ class UnlockResult:
     elapsed_ms: float
     attempts_left: int
     locked_until: float | None
+    hint: str | None = None
+    liveness: object | None = None
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,11 @@ class FaceUnlock:
     Args:
         store: where templates and lockout counters live.
         engine: the face engine (default: a new single-thread :class:`FaceEngine`).
-        liveness: run the liveness check on unlock. The check is not part of this release
-            yet: ``liveness=True`` raises :class:`FaceUnlockError` rather than pretend.
+        liveness: run the passive liveness check on unlock (default). ``True`` builds a
+            :class:`~faceunlock.Liveness` on this engine; pass a configured ``Liveness`` to
+            tune it, or ``False`` for tests on still images (no liveness: a photo unlocks).
         policy: thresholds, quality gates and lockout rules (default: Android Class 3).
+            ``policy.require_challenge`` makes :meth:`unlock` require a passed challenge too.
         clock: unix-seconds clock, injectable for tests.
     """
 
@@ -127,19 +133,18 @@ class FaceUnlock:
         store: TemplateStore,
         *,
         engine: FaceEngine | None = None,
-        liveness: bool = False,
+        liveness=True,
         policy: Policy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if liveness:
-            raise FaceUnlockError(
-                "the liveness check is not available in this version of faceunlock; "
-                "pass liveness=False and keep the threat model in the README in mind"
-            )
         self.store = store
         self.engine = engine or FaceEngine(threads=1)
         self.policy = policy or Policy()
-        self.liveness = liveness
+        if liveness is True:
+            from .liveness import Liveness
+
+            liveness = Liveness(self.engine)
+        self.liveness = liveness or None
         self._clock = clock
 
     # ------------------------------------------------------------------ thresholds
@@ -279,14 +284,87 @@ class FaceUnlock:
                 return best, used, None, True
         return best, used, hit, False
 
-    def unlock(self, user: str, frames: Iterable[np.ndarray]) -> UnlockResult:
-        """Try to unlock as ``user`` from frames; stops at the first matching frame.
+    def _match_live(self, frames, gallery: np.ndarray, threshold: float, t0: float, fps: float | None, challenge):
+        """Like :meth:`_match_frames`, but after a matching frame keeps reading frames until
+        the passive liveness check (and the challenge, when given) has a verdict or the
+        budget — ``max(policy.max_frames, LIVENESS_MAX_FRAMES)`` frames, ``policy.timeout_s``
+        — is spent. Each frame is detected once; its landmarks and template feed both.
+        Returns (best, used, hit, timed_out, liveness result or None, challenge state or None)."""
+        live = self.liveness
+        best, used, hit, clear_misses = None, 0, None, 0
+        deadline = t0 + self.policy.timeout_s
+        budget = max(self.policy.max_frames, LIVENESS_MAX_FRAMES)
+        lms, tpls, counts, times = [], [], [], []
+        verdict, cstate, timed_out = None, None, False
+        for item in frames:
+            t_frame = None
+            if isinstance(item, tuple) and len(item) == 2:
+                t_frame, item = item
+            used += 1
+            t_frame = float(t_frame) if t_frame is not None else (used - 1) / float(fps or 30.0)
+            frame = as_rgb(item)
+            faces = self.engine.detect(frame)
+            counts.append(len(faces))
+            tpl = None
+            if faces:
+                tpl = self.engine.face_template(frame, faces[0])
+                lms.append(faces[0].landmarks)
+                tpls.append(tpl)
+                times.append(t_frame)
+                s, _ = fused_score(gallery, tpl)
+                best = s if best is None else max(best, s)
+                if s >= threshold and hit is None:
+                    hit = 0
+                if hit is None:
+                    clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
+                    if clear_misses >= CLEAR_MISS_FRAMES:
+                        break
+            if challenge is not None and not challenge.state.done:
+                from .liveness import Observation
+
+                cstate = challenge.feed_observation(
+                    Observation(t_frame, faces[0].landmarks if faces else None, tpl, len(faces)))
+            if hit is not None and len(lms) >= LIVENESS_MIN_FRAMES and len(lms) % 4 == 0:
+                verdict = live.judge(lms, fps or _fps(times), tpls, counts)
+                if verdict.live and (challenge is None or challenge.state.done):
+                    break
+                if not verdict.live and verdict.reason not in _RETRYABLE:
+                    break  # identity changed / more than one face: no point reading on
+                if challenge is not None and challenge.state.done and not challenge.state.passed:
+                    break
+            if used >= budget:
+                break
+            if time.perf_counter() > deadline:
+                timed_out = True
+                break
+        if hit is not None and lms:
+            verdict = live.judge(lms, fps or _fps(times), tpls, counts)
+        if challenge is not None:
+            cstate = challenge.state
+        return best, used, hit, timed_out and hit is None, verdict, cstate
+
+    def unlock(self, user: str, frames: Iterable[np.ndarray], *, challenge=None, fps: float | None = None) -> UnlockResult:
+        """Try to unlock as ``user`` from frames; stops at the first matching frame when
+        liveness is off, else when the match and the liveness verdict are both in.
+
+        Frames are RGB arrays or ``(timestamp_s, frame)`` pairs (``fps`` times bare frames
+        for the liveness check; default 30). With liveness on (the default), a match is
+        granted only when the passive check finds 3D motion across the frames read, all of
+        one identity; otherwise the result is ``LIVENESS_FAILED`` (counted as a failed
+        attempt — it is an attack attempt), with ``hint`` set to "turn your head slightly"
+        when the head moved too little to judge. With ``policy.require_challenge``, pass
+        ``challenge=liveness.new_challenge()`` (show ``challenge.state.prompt`` to the user
+        while frames are read): the same frames feed it, and it must pass too.
 
         Failed matches count towards the lockout (5 → 30 s, doubling each further 5,
         permanent at 20); a grant resets the count. Lockouts are checked before any frame
         is read. No face or a timeout without a face costs no attempt.
         """
         t0 = time.perf_counter()
+        if self.policy.require_challenge and challenge is None:
+            raise FaceUnlockError("the policy requires a liveness challenge: pass challenge=Liveness().new_challenge()")
+        if challenge is not None and self.liveness is None:
+            raise FaceUnlockError("a challenge needs liveness on: construct FaceUnlock with liveness=True")
         rec = self.store.get(user)
         if rec is None:
             return UnlockResult(False, Reason.NOT_ENROLLED, None, 0, _ms(t0), 0, None)
@@ -294,11 +372,27 @@ class FaceUnlock:
         locked, until = self._status(rec, self._clock())
         if locked:
             return UnlockResult(False, Reason.LOCKED_OUT, None, 0, _ms(t0), 0, until)
-        best, used, hit, timed_out = self._match_frames(frames, rec.templates, self.threshold, t0)
+        verdict = cstate = None
+        if self.liveness is None:
+            best, used, hit, timed_out = self._match_frames(frames, rec.templates, self.threshold, t0)
+        else:
+            best, used, hit, timed_out, verdict, cstate = self._match_live(
+                frames, rec.templates, self.threshold, t0, fps, challenge)
         if hit is not None:
+            live_ok = verdict is None or verdict.live
+            chal_ok = challenge is None or (cstate is not None and cstate.passed)
             now = self._clock()
-            rec = self.store.update(user, lambda r: pol.record_success(r, now) if r else None)
-            return UnlockResult(True, Reason.GRANTED, best, used, _ms(t0), pol.attempts_left(rec, self.policy), None)
+            if live_ok and chal_ok:
+                rec = self.store.update(user, lambda r: pol.record_success(r, now) if r else None)
+                return UnlockResult(True, Reason.GRANTED, best, used, _ms(t0), pol.attempts_left(rec, self.policy),
+                                    None, None, verdict)
+            rec = self.store.update(user, lambda r: pol.record_failure(r, now, self.policy) if r else None)
+            locked, until = self._status(rec, now)
+            hint = verdict.hint if verdict is not None and not verdict.live else None
+            if hint is None and not chal_ok and cstate is not None and not cstate.done and cstate.prompt is not None:
+                hint = cstate.prompt.value
+            return UnlockResult(False, Reason.LIVENESS_FAILED, best, used, _ms(t0),
+                                pol.attempts_left(rec, self.policy), until if locked else None, hint, verdict)
         if best is None:
             reason = Reason.TIMEOUT if timed_out else Reason.NO_FACE
             return UnlockResult(False, reason, None, used, _ms(t0), pol.attempts_left(rec, self.policy), None)
@@ -362,6 +456,19 @@ class FaceUnlock:
 
 
 TOP_K = 3
+# With liveness on, an unlock attempt may read up to this many frames (≈ 3 s at 30 fps)
+# even when policy.max_frames is smaller: the passive check needs head motion over time.
+LIVENESS_MAX_FRAMES = 90
+LIVENESS_MIN_FRAMES = 8
+_RETRYABLE = ("too little motion", "flat: no parallax", "too few frames with a face", "no face")
+
+
+def _fps(times: list[float]) -> float:
+    if len(times) < 2:
+        return 30.0
+    d = float(np.median(np.diff(times)))
+    return 1.0 / d if d > 0 else 30.0
+
 # An attempt ends early as NO_MATCH after this many consecutive face frames scoring at
 # least this far below the threshold (a different person, not a poor frame of the owner).
 CLEAR_MISS_FRAMES = 3

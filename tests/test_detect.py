@@ -97,10 +97,20 @@ def test_mirror_flips_roll_and_yaw(engine, astronaut, grace_hopper, angle):
         assert abs(f.roll + m.roll) < 4, (f.roll, m.roll)
         assert abs(f.yaw + m.yaw) < 4, (f.yaw, m.yaw)
         assert abs(f.pitch - m.pitch) < 4, (f.pitch, m.pitch)
-        # the mirrored box is the box mirrored
+        # the mirrored face is the face mirrored: the face mesh's extent tightly ...
         w = img.shape[1]
+
+        def extent(face):
+            lo, hi = face.landmarks[:, :2].min(0), face.landmarks[:, :2].max(0)
+            return (lo[0], lo[1], hi[0], hi[1])
+
+        fe = extent(f)
+        assert box_iou((w - 1 - fe[2], fe[1], w - 1 - fe[0], fe[3]), extent(m)) > 0.9
+        # ... the detector's box loosely: it samples the frame as MediaPipe does (bilinear
+        # without anti-aliasing, see detect.letterbox), which is not mirror-symmetric; the
+        # measured worst case over ±45° on both portraits is IoU 0.79.
         mirrored = (w - 1 - f.box[2], f.box[1], w - 1 - f.box[0], f.box[3])
-        assert box_iou(mirrored, m.box) > 0.85
+        assert box_iou(mirrored, m.box) > 0.75
 
 
 def _rotated_landmarks(lm: np.ndarray, yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:

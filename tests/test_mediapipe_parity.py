@@ -96,24 +96,19 @@ def test_detector_parity_portraits(engine, mp_detector):
     assert n_faces >= len(images)
 
 
-# Small faces (10–20 px in the 128-px detector input) are sensitive to how the frame is
-# resampled: MediaPipe's ImageToTensor and our cv2.resize(INTER_AREA) letterbox differ, and
-# the measured agreement on these photos is IoU 0.74–0.97, score differences up to 0.10 and
-# an occasional face near the 0.5 threshold found by only one side. These bounds hold that.
-GROUP_MIN_IOU = 0.7
-GROUP_MAX_SCORE_DIFF = 0.15
-GROUP_MAX_UNMATCHED_SCORE = 0.7
+# Multi-person photos with small faces (10–20 px in the 128-px input) are where resampling
+# differences show: the same bar as for portraits holds because detect.letterbox samples the
+# frame as MediaPipe's image-to-tensor step does. No face may be found by one side only.
 
 
 def test_detector_parity_group_photos(engine, mp_detector):
     n_faces = 0
     for name, image in _group_photos():
         pairs, ours_only, theirs_only = _compare(engine, mp_detector, image)
-        for box, score in ours_only + theirs_only:
-            assert score < GROUP_MAX_UNMATCHED_SCORE, f"{name}: unmatched detection {box} score {score:.3f}"
+        assert not ours_only and not theirs_only, f"{name}: unmatched {ours_only} / {theirs_only}"
         for (ob, os_), (tb, ts) in pairs:
-            assert box_iou(ob, tb) >= GROUP_MIN_IOU, f"{name}: IoU {box_iou(ob, tb):.3f}"
-            assert abs(os_ - ts) <= GROUP_MAX_SCORE_DIFF, f"{name}: score {os_:.4f} vs {ts:.4f}"
+            assert box_iou(ob, tb) >= MIN_IOU, f"{name}: IoU {box_iou(ob, tb):.3f}"
+            assert abs(os_ - ts) <= MAX_SCORE_DIFF, f"{name}: score {os_:.4f} vs {ts:.4f}"
         n_faces += len(pairs)
     assert n_faces >= 8
 def test_engine_detect_matches_mediapipe(engine, mp_detector, astronaut, grace_hopper):

@@ -33,7 +33,7 @@ def engine():
 @pytest.fixture
 def unlock(tmp_path, engine):
     store = fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32)
-    return fu.FaceUnlock(store, engine=engine, clock=lambda: 1_000_000.0)
+    return fu.FaceUnlock(store, engine=engine, liveness=False, clock=lambda: 1_000_000.0)  # stills: no liveness
 
 
 def test_enroll_then_unlock_owner_and_reject_impostor(unlock):
@@ -109,7 +109,7 @@ def test_append_and_remove(unlock):
 def test_lockout_policy_in_process(tmp_path, engine):
     now = [1_000_000.0]
     store = fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32)
-    u = fu.FaceUnlock(store, engine=engine, clock=lambda: now[0])
+    u = fu.FaceUnlock(store, engine=engine, liveness=False, clock=lambda: now[0])
     u.enroll("alice", owner_frames())
     grace = data_image("grace_hopper")
     for i in range(5):
@@ -134,7 +134,7 @@ def test_lockout_policy_in_process(tmp_path, engine):
 def test_lockout_survives_a_new_process(tmp_path, engine):
     store_path = tmp_path / "s.fus"
     key_file = tmp_path / "keys" / "s.key"
-    u = fu.FaceUnlock(fu.TemplateStore(store_path, key_file=key_file), engine=engine)
+    u = fu.FaceUnlock(fu.TemplateStore(store_path, key_file=key_file), engine=engine, liveness=False)
     u.enroll("alice", owner_frames())
     for _ in range(5):
         u.unlock("alice", [data_image("grace_hopper")])
@@ -142,7 +142,7 @@ def test_lockout_survives_a_new_process(tmp_path, engine):
         f"""
         import sys, faceunlock as fu
         from faceunlock.demo import data_image
-        u = fu.FaceUnlock(fu.TemplateStore({str(store_path)!r}, key_file={str(key_file)!r}))
+        u = fu.FaceUnlock(fu.TemplateStore({str(store_path)!r}, key_file={str(key_file)!r}), liveness=False)
         r = u.unlock("alice", [data_image("astronaut")])
         print(r.reason.name)
         if sys.argv[1:] == ["reset"]:
@@ -173,9 +173,27 @@ def test_embedder_mismatch_needs_reenrolment(unlock):
         unlock.unlock("alice", [data_image("astronaut")])
 
 
-def test_liveness_not_claimed(tmp_path):
-    with pytest.raises(fu.FaceUnlockError, match="liveness"):
-        fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), liveness=True)
+def test_liveness_is_on_by_default_and_rejects_a_moving_photo(tmp_path, engine):
+    from faceunlock import synth
+
+    u = fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), engine=engine)
+    assert u.liveness is not None
+    u.enroll("alice", owner_frames())
+    img = data_image("astronaut")
+    still = u.unlock("alice", [img] * 12)
+    assert still.reason is fu.Reason.LIVENESS_FAILED and not still.granted
+    assert still.hint == "turn your head slightly" and still.attempts_left == 4  # counted as an attack attempt
+    head = synth.render_head_motion(img, engine.detect(img)[0].landmarks, 30)
+    ok = u.unlock("alice", head, fps=15)
+    assert ok.granted and ok.reason is fu.Reason.GRANTED and ok.liveness.live, ok
+
+
+def test_policy_requiring_a_challenge_needs_one(tmp_path, engine):
+    u = fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), engine=engine,
+                      policy=fu.Policy(require_challenge=True))
+    u.enroll("alice", owner_frames())
+    with pytest.raises(fu.FaceUnlockError, match="challenge"):
+        u.unlock("alice", [data_image("astronaut")])
 
 
 def test_store_file_holds_no_template(unlock):
@@ -205,7 +223,7 @@ def _video_frames(name: str, start: int, count: int, step: int) -> list[np.ndarr
 def test_dev_videos_genuine_unlock_impostors_do_not(tmp_path, engine):
     if not VIDEOS.is_dir():
         pytest.skip("../shared dev videos not present")
-    u = fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), engine=engine)
+    u = fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), engine=engine, liveness=False)
     people = ["d18", "d19", "d20"]
     for p in people:
         u.enroll(p, _video_frames(f"{p}.mp4", 0, 30, 3))  # first ~3 s

@@ -174,7 +174,7 @@ log "pip install $(basename "$WHEEL") in the arm64 venv (dependencies from PyPI'
 host_ca
 in_chroot_pip install -q --only-binary=:all: "/tmp/fu/$(basename "$WHEEL")" >"$WORK/pip2.log" 2>&1 \
   || { tail -20 "$WORK/pip2.log"; die "pip install of the wheel failed"; }
-in_chroot "$VENV/bin/pip" list 2>/dev/null | grep -i -E '^(faceunlock|numpy|opencv|ai-edge|cryptography) ' | sed 's/^/  arm64: /'
+in_chroot "$VENV/bin/pip" list 2>/dev/null | grep -i -E '^(faceunlock|numpy|opencv-python-headless|ai-edge-litert|cryptography) ' | sed 's/^/  arm64: /'
 log "emulated run: enrol 2 frames + unlock 1 frame (aarch64 under qemu-user) [$(elapsed)]"
 T_EMU=$(date +%s)
 in_chroot /bin/sh -c "cd /tmp/fu && $VENV/bin/python -c 'import platform; assert platform.machine() == \"aarch64\", platform.machine()' \

@@ -17,8 +17,8 @@ __all__ = ["RIGHT_EYE", "LEFT_EYE", "eye_aspect_ratio", "BlinkDetector", "count_
 # p1..p6 per eye in face-mesh indices (subject's right eye = image left for a raw camera).
 RIGHT_EYE = (33, 160, 158, 133, 153, 144)
 LEFT_EYE = (362, 385, 387, 263, 373, 380)
-CLOSED_RATIO = 0.72
-OPEN_RATIO = 0.88
+CLOSED_RATIO = 0.82
+OPEN_RATIO = 0.92
 MAX_BLINK_S = 0.6
 BASELINE_S = 1.5
 

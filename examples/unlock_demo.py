@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Face unlock demo: a camera (or the bundled simulated camera) → enrol → unlock.
+
+    python examples/unlock_demo.py                     # no camera: the simulated camera
+    python examples/unlock_demo.py --source 0 --user me
+    python examples/unlock_demo.py --source clip.mp4 --user me --no-display
+
+With a camera it enrols ``--user`` first if needed (into a throwaway store unless
+``--store`` is given), then runs one unlock attempt: a random liveness challenge
+("turn your head to the left", "blink", …) followed by the match. With a display it
+draws the face box, the landmarks, the prompt, the score and the decision in an OpenCV
+window (needs ``opencv-python``, not ``-headless``); without one it prints the same.
+With no camera it runs ``faceunlock demo``: the owner granted, a printed photo denied by
+liveness, an impostor denied as no match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faceunlock as fu
+from faceunlock import camera, demo
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", help="camera index, /dev/videoN, picamera, video file or image folder "
+                    "(default: the first camera, else the simulated camera)")
+    ap.add_argument("--user", default="me")
+    ap.add_argument("--store", type=Path, help="store file (default: a throwaway one)")
+    ap.add_argument("--display", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--no-challenge", action="store_true", help="skip the challenge–response step")
+    args = ap.parse_args()
+
+    source = args.source
+    if source is None:
+        devices = camera.list_video_devices()
+        if not devices:
+            print("no camera found: running the simulated camera (faceunlock demo)")
+            return demo.run(display=args.display)
+        source = devices[0]
+    engine = fu.FaceEngine(threads=1)
+    window = demo._open_window(args.display)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.store or Path(tmp) / "demo.fus"
+        store = fu.TemplateStore(path, key_file=None if args.store else Path(tmp) / "demo.key")
+        unlocker = fu.FaceUnlock(store, engine=engine, liveness=False)  # liveness done here, step by step
+
+        def show(frame, lines):
+            if window:
+                import cv2
+
+                cv2.imshow(window, demo.annotate(engine, frame, lines))
+                cv2.waitKey(1)
+
+        if args.user not in unlocker.users():
+            print(f"enrolling {args.user!r}: look at the camera and turn your head slowly")
+            with camera.open(source, max_seconds=20) as cam:
+                def frames():
+                    for f in cam:
+                        show(f.image, ["enrolling: turn your head slowly"])
+                        yield f.image
+
+                shown = []
+
+                def progress(n, need, q):
+                    if shown != [n, q.problem]:
+                        shown[:] = [n, q.problem]
+                        print(f"  poses captured {n}/{unlocker.policy.enroll_max_templates} - {q.problem or 'good'}")
+
+                r = unlocker.enroll(args.user, frames(), progress=progress)
+            print(f"enrolled: {r.templates} templates")
+
+        from faceunlock.liveness import Liveness
+
+        live = Liveness(engine) if not args.no_challenge else None
+        with camera.open(source, max_seconds=30) as cam:
+            if live is not None:
+                ch = live.new_challenge()
+                st, said = None, None
+                for f in cam:
+                    st = ch.feed((f.timestamp_s, f.image))
+                    prompt = st.prompt.value if st.prompt else ""
+                    show(f.image, [f"challenge {st.step + 1}/{st.steps}: {prompt}", f"{st.time_left_s:.1f} s left"])
+                    if window is None and prompt and prompt != said:
+                        said = prompt
+                        print(f"  challenge {st.step + 1}/{st.steps}: {prompt} ({st.time_left_s:.1f} s)")
+                    if st.done:
+                        break
+                print()
+                if st is None or not st.passed:
+                    print(f"DENIED (liveness): {st.reason if st else 'no frames'}")
+                    return 1
+            t0 = time.perf_counter()
+            last = []
+
+            def frames():
+                for f in cam:
+                    last[:] = [f.image]
+                    yield f.image
+
+            r = unlocker.unlock(args.user, frames())
+        verdict = "GRANTED" if r.granted else f"DENIED ({r.reason.value})"
+        score = "-" if r.score is None else f"{r.score:.4f}"
+        print(f"{verdict}: score {score} (threshold {unlocker.threshold:.4f}), {r.frames_used} frames, "
+              f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+        if window and last:
+            import cv2
+
+            show(last[0], [verdict, f"score {score}"])
+            cv2.waitKey(1500)
+            cv2.destroyAllWindows()
+        return 0 if r.granted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
