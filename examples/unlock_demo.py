@@ -48,7 +48,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.store or Path(tmp) / "demo.fus"
         store = fu.TemplateStore(path, key_file=None if args.store else Path(tmp) / "demo.key")
-        unlocker = fu.FaceUnlock(store, engine=engine, liveness=False)  # liveness done here, step by step
+        # A challenge of 2-3 prompts takes up to ~10 s: a longer budget than the default 3 s.
+        policy = fu.Policy(timeout_s=15.0, max_frames=450)
+        unlocker = fu.FaceUnlock(store, engine=engine, policy=policy)
 
         def show(frame, lines):
             if window:
@@ -75,35 +77,25 @@ def main() -> int:
                 r = unlocker.enroll(args.user, frames(), progress=progress)
             print(f"enrolled: {r.templates} templates")
 
-        from faceunlock.liveness import Liveness
-
-        live = Liveness(engine) if not args.no_challenge else None
+        # One attempt: the passive liveness check (on by default) and, unless
+        # --no-challenge, a random challenge fed by the same frames.
+        ch = unlocker.liveness.new_challenge() if not args.no_challenge else None
+        t0 = time.perf_counter()
+        last, said = [], [None]
         with camera.open(source, max_seconds=30) as cam:
-            if live is not None:
-                ch = live.new_challenge()
-                st, said = None, None
-                for f in cam:
-                    st = ch.feed((f.timestamp_s, f.image))
-                    prompt = st.prompt.value if st.prompt else ""
-                    show(f.image, [f"challenge {st.step + 1}/{st.steps}: {prompt}", f"{st.time_left_s:.1f} s left"])
-                    if window is None and prompt and prompt != said:
-                        said = prompt
-                        print(f"  challenge {st.step + 1}/{st.steps}: {prompt} ({st.time_left_s:.1f} s)")
-                    if st.done:
-                        break
-                print()
-                if st is None or not st.passed:
-                    print(f"DENIED (liveness): {st.reason if st else 'no frames'}")
-                    return 1
-            t0 = time.perf_counter()
-            last = []
-
             def frames():
                 for f in cam:
+                    prompt = ch.state.prompt.value if ch is not None and ch.state.prompt else "look at the camera"
+                    show(f.image, [prompt])
+                    if window is None and prompt != said[0]:
+                        said[0] = prompt
+                        print(f"  {prompt}")
                     last[:] = [f.image]
-                    yield f.image
+                    yield f.timestamp_s, f.image
 
-            r = unlocker.unlock(args.user, frames())
+            r = unlocker.unlock(args.user, frames(), challenge=ch)
+        if r.hint:
+            print(f"  hint: {r.hint}")
         verdict = "GRANTED" if r.granted else f"DENIED ({r.reason.value})"
         score = "-" if r.score is None else f"{r.score:.4f}"
         print(f"{verdict}: score {score} (threshold {unlocker.threshold:.4f}), {r.frames_used} frames, "

@@ -37,9 +37,12 @@ def cmd_eval_pairs(args) -> int:
 
         def ours(path: Path, engine=engine):
             try:
-                return engine.template(load_image(path))
+                img = load_image(path)
+                faces = engine.detect(img)
             except FaceUnlockError:
                 return None
+            k = P.pick_face([f.box for f in faces], img.shape[1], img.shape[0], args.face)
+            return None if k is None else engine.face_template(img, faces[k])
 
         label = engine.embedder_spec.name
         label = "dlib ResNet fp16" if label == "dlib-resnet-v1" else label
@@ -51,14 +54,15 @@ def cmd_eval_pairs(args) -> int:
         if available():
             dn = DlibNative()
             reports.append(P.evaluate("dlib-native (HOG + 5-point + ResNet, dlib-bin)", pair_list, args.image_root,
-                                      lambda p: dn.template(load_image(p)), DlibNative.score))
+                                      lambda p: dn.template(load_image(p), args.face), DlibNative.score))
         else:
             print("dlib-bin not installed: skipping the dlib-native pipeline", file=sys.stderr)
     if args.json:
         print(json.dumps([r.__dict__ for r in reports], indent=1))
     else:
         n_imp = sum(not p.same for p in pair_list)
-        print(f"{len(pair_list)} pairs from {args.pairs}; failures to acquire are scored as rejections; "
+        print(f"{len(pair_list)} pairs from {args.pairs}; the {args.face} face of each image; "
+              f"failures to acquire are scored as rejections; "
               f"with {n_imp} different-person pairs, TAR @ FAR 1e-3 is taken above the highest impostor score")
         print(VerificationReport.header())
         for r in reports:
@@ -144,13 +148,19 @@ def _policy(args, **overrides):
     return Policy(**kw)
 
 
-def _unlocker(args, store, policy=None):
-    """FaceUnlock with the library's default liveness setting unless --no-liveness."""
+def _unlocker(args, store, policy=None, user: str | None = None):
+    """FaceUnlock with the library's default liveness setting unless --no-liveness. For an
+    enrolled ``user`` without --embedder, the engine uses the embedder that made their
+    templates."""
     from .unlock import FaceUnlock
 
     kw = {}
     if getattr(args, "no_liveness", False):
         kw["liveness"] = False
+    if user is not None and not getattr(args, "embedder", None):
+        rec = store.get(user)
+        if rec is not None:
+            args.embedder = rec.embedder
     return FaceUnlock(store, engine=_engine(args), policy=policy or _policy(args), **kw)
 
 
@@ -229,7 +239,7 @@ def cmd_unlock(args) -> int:
     # A recording is decoded as fast as the machine goes: the attempt's wall-clock budget
     # (policy.timeout_s, made for live cameras) must not cut it short on a slow machine.
     recorded = camera.describe(args.source) in ("video", "folder", "image")
-    fu = _unlocker(args, store, _policy(args, timeout_s=max(args.seconds, 3.0)) if recorded else None)
+    fu = _unlocker(args, store, _policy(args, timeout_s=max(args.seconds, 3.0)) if recorded else None, args.user)
     with _open_source(args, max_seconds=args.seconds) as cam:
         r = fu.unlock(args.user, cam.timed() if fu.liveness else cam.images())
     verdict = getattr(r, "liveness", None)
@@ -355,6 +365,8 @@ def _add_device_commands(sub) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="stop reading a live camera after this long (20)")
     p.add_argument("--skip", type=float, default=0.0, help="files: seconds of the recording to skip first")
     p.add_argument("--append", action="store_true", help="add templates to the user's existing ones")
+    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`); "
+                   "unlock then uses the same one automatically")
     p.add_argument("--min-face-px", type=int, help="face-size gate in pixels (policy default 80)")
     p.add_argument("--quiet", action="store_true", help="no live guidance on stderr")
     p.set_defaults(func=cmd_enroll)
@@ -414,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pairs", type=Path)
     p.add_argument("image_root", type=Path)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--face", choices=["largest", "centre"], default="largest",
+                   help="which face of an image is scored: the largest (what FaceEngine.template uses) "
+                        "or the one nearest the centre (LFW centres the named person)")
     p.add_argument("--no-dlib", dest="dlib", action="store_false", help="skip the dlib-native comparison")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--embedder", dest="embedders", action="append", default=[],

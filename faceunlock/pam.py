@@ -183,7 +183,9 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     store = TemplateStore(store_path, key_file=key_file, create=False)
     policy = Policy(level=conf["level"], timeout_s=seconds)
     kw = {} if _yes(conf["liveness"]) else {"liveness": False}
-    fu = FaceUnlock(store, engine=FaceEngine(threads=1), policy=policy, **kw)
+    rec = store.get(user)
+    engine = FaceEngine(threads=1, **({"embedder": rec.embedder} if rec is not None else {}))
+    fu = FaceUnlock(store, engine=engine, policy=policy, **kw)
     t0 = time.monotonic()
     with camera.open(conf["source"], max_seconds=seconds, skip_s=getattr(args, "skip", 0.0) or 0.0) as cam:
         r = fu.unlock(user, cam.timed() if fu.liveness else cam.images())

@@ -140,9 +140,25 @@ def test_doctor_parses_models_md():
 def test_enroll_and_unlock_from_dev_videos(store_args, capsys):
     v = {n: str(VIDEOS / f"{n}.mp4") for n in ("d18", "d19")}
     assert run(store_args + ["enroll", "alice", "--source", v["d18"], "--quiet"], capsys)[0] == 0
+    assert run(store_args + ["enroll", "bob", "--source", v["d19"], "--quiet"], capsys)[0] == 0
+    # liveness on (the default): bob's recording shows a real, moving head
+    code, out, err = run(store_args + ["--json", "unlock", "bob", "--source", v["d19"]], capsys)
+    r = json.loads(out)
+    assert code == 0 and r["liveness"]["live"], (r, err)
     # from 4 s on: frames the enrolment (the first 2 s) never saw
-    code, out, err = run(store_args + ["unlock", "alice", "--source", v["d18"], "--skip", "4"], capsys)
+    code, out, err = run(store_args + ["unlock", "alice", "--source", v["d18"], "--skip", "4", "--no-liveness"], capsys)
     assert code == 0, (out, err)
     code, out, err = run(store_args + ["unlock", "alice", "--source", v["d19"]], capsys)
-    assert code == 1, (out, err)
+    assert code == 1 and "no_match" in out, (out, err)
     assert run(store_args + ["unlock", "alice", "--source", v["d18"] + ".missing"], capsys)[0] == 2
+    code, out, _ = run(store_args + ["users", "--json"], capsys)
+    assert [u["user"] for u in json.loads(out)["users"]] == ["alice", "bob"]
+
+
+@pytest.mark.slow
+def test_demo_runs_headless(capsys):
+    from faceunlock import demo
+
+    assert demo.run(display=False) == 0
+    out = capsys.readouterr().out
+    assert "GRANTED" in out and "DENIED (liveness)" in out and "DENIED (no match)" in out

@@ -56,12 +56,17 @@ class DlibNative:
     def descriptor(self, image: np.ndarray, shape) -> np.ndarray:
         return np.array(self.model.compute_face_descriptor(image, shape, self.num_jitters), np.float32)
 
-    def template(self, image: np.ndarray) -> np.ndarray | None:
-        """Raw 128-D descriptor of the largest face (not unit length), None if no face."""
+    def template(self, image: np.ndarray, rule: str = "largest") -> np.ndarray | None:
+        """Raw 128-D descriptor (not unit length) of the face chosen by ``rule``
+        (see :func:`faceunlock.evaluation.pairs.pick_face`), None if no face."""
+        from .pairs import pick_face
+
         rects = self.detect(image)
-        if not rects:
+        boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+        k = pick_face(boxes, image.shape[1], image.shape[0], rule)
+        if k is None:
             return None
-        return self.descriptor(image, self.shape(image, rects[0]))
+        return self.descriptor(image, self.shape(image, rects[k]))
 
     @staticmethod
     def score(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,7 +4,9 @@ Pair file: an optional header line (``10<TAB>300`` or ``1<TAB>140``: sets, pairs
 then ``Name<TAB>n1<TAB>n2`` (same person) and ``Name1<TAB>n1<TAB>Name2<TAB>n2`` (different
 people) lines. Image n of ``Name`` is ``IMAGE_ROOT/Name/Name_%04d.jpg``.
 
-Scoring: one template per image (the largest face). An image in which a pipeline finds
+Scoring: one template per image — the largest face by default (what
+``FaceEngine.template`` takes), or the face nearest the image centre (``--face centre``;
+LFW centres every image on the named person). An image in which a pipeline finds
 no face is a *failure to acquire*; every pair that touches one gets the lowest possible
 score, so it counts as rejected: a miss for a same-person pair, a correct rejection for a
 different-person pair. Folds: pairs are split into 10 folds by position within each class
@@ -23,7 +25,7 @@ import numpy as np
 
 from .metrics import VerificationReport, verification_report
 
-__all__ = ["Pair", "read_pairs", "image_path", "score_pairs", "evaluate"]
+__all__ = ["Pair", "read_pairs", "image_path", "score_pairs", "evaluate", "pick_face"]
 
 FTA_SCORE = -1e9
 
@@ -52,6 +54,21 @@ def read_pairs(path: str | Path) -> list[Pair]:
         else:
             raise ValueError(f"{path}:{lineno}: expected 3 or 4 fields, got {len(parts)}")
     return pairs
+
+
+def pick_face(boxes: list[tuple[float, float, float, float]], width: int, height: int, rule: str) -> int | None:
+    """Index of the face a pair image stands for: ``"largest"`` (the library's rule) or
+    ``"centre"`` (the face whose box centre is nearest the image centre — LFW crops every
+    image around the named person, and a larger bystander would otherwise be scored)."""
+    if not boxes:
+        return None
+    if rule == "largest":
+        return max(range(len(boxes)), key=lambda i: (boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
+    if rule == "centre":
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        return min(range(len(boxes)), key=lambda i: ((boxes[i][0] + boxes[i][2]) / 2 - cx) ** 2
+                   + ((boxes[i][1] + boxes[i][3]) / 2 - cy) ** 2)
+    raise ValueError(f"unknown face rule {rule!r}: use 'largest' or 'centre'")
 
 
 def image_path(root: Path, name: str, n: int) -> Path:
