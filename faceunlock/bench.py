@@ -75,7 +75,7 @@ TARGET_RSS_MB = 300.0  # 300 × 10^6 bytes
 STAGE_WHAT = {
     "decode": ("JPEG bytes → RGB (cv2.imdecode)", "same decode"),
     "detect": ("BlazeFace: letterbox 128², inference, anchors, weighted NMS", "HOG detector, upsample 1"),
-    "landmarks": ("face mesh: rotated 192² crop, inference, head pose", "5-point shape predictor"),
+    "landmarks": ("face mesh twice (detector ROI, then landmark ROI), averaged; head pose", "5-point shape predictor"),
     "align": ("5 points from the mesh + 150² chip", "dlib.get_face_chip 150²"),
     "embed": ("ResNet fp16 (LiteRT) + L2 normalise", "ResNet (dlib C++) on the chip"),
     "match": (f"cosine vs {N_ENROLLED} templates (one mat-vec)", f"euclidean vs {N_ENROLLED} (vectorised)"),
@@ -149,14 +149,11 @@ class _Ours:
 
     name = "faceunlock"
 
-    def __init__(self, threads: int) -> None:
-        from .align import five_point_map
+    def __init__(self, threads: int, embedder: str | None = None) -> None:
         from .engine import FaceEngine
 
-        self.engine = FaceEngine(threads=threads)
+        self.engine = FaceEngine(threads=threads, embedder=embedder)
         self.engine.warm_up()
-        self.fmap = five_point_map()
-        self.size = self.engine.embedder_spec.input_size
         self.threshold = self.engine.threshold
         self.enrolled: np.ndarray | None = None
 
@@ -177,18 +174,11 @@ class _Ours:
         t1 = ns()
         dets = e.detections(rgb)
         t2 = ns()
-        faces = []
-        for det in dets:  # as FaceEngine.face_from_detection (refine_landmarks off)
-            roi = D.roi_from_keypoints(det.box, det.keypoints[0], det.keypoints[1])
-            lms, presence = D.run_landmarks(lm_model, rgb, roi)
-            if presence >= D.MIN_PRESENCE:
-                D.head_pose(lms)
-                faces.append(((det.box[2] - det.box[0]) * (det.box[3] - det.box[1]), lms))
+        faces = [f for det in dets if (f := e.face_from_detection(rgb, det)) is not None]
         t3 = ns()
         if not faces:
             raise FaceUnlockError("no face")
-        lms = max(faces, key=lambda f: f[0])[1]
-        chip = self._chip(rgb, lms)
+        chip = e.chip(rgb, max(faces, key=lambda f: f.width * f.height))
         t4 = ns()
         template = e._embedder.embed(chip)
         t5 = ns()
@@ -201,15 +191,6 @@ class _Ours:
             for s, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
                 out[s].append(b - a)
         return template
-
-    def _chip(self, rgb: np.ndarray, lms: np.ndarray) -> np.ndarray:
-        from . import align
-
-        spec = self.engine.embedder_spec
-        aligned_chip = getattr(align, "aligned_chip", None)  # engines with several chip geometries
-        if aligned_chip is not None:
-            return aligned_chip(rgb, lms, getattr(spec, "alignment", "dlib-150"), self.size)
-        return align.extract_chip(rgb, self.fmap.apply(lms), size=self.size)
 
     def end_to_end(self, data: bytes, out: dict[str, list[int]] | None) -> bool:
         t0 = time.perf_counter_ns()
@@ -339,7 +320,7 @@ import faceunlock
 t_import = time.monotonic_ns()
 import cv2
 cv2.setNumThreads({threads})
-engine = faceunlock.FaceEngine(threads={threads})
+engine = faceunlock.FaceEngine(threads={threads}, embedder={embedder!r})
 engine.warm_up()
 t_models = time.monotonic_ns()
 image = faceunlock.load_image({path!r})
@@ -371,7 +352,7 @@ from faceunlock.bench import decode
 r_import = rss()
 import cv2
 cv2.setNumThreads({threads})
-engine = faceunlock.FaceEngine(threads={threads})
+engine = faceunlock.FaceEngine(threads={threads}, embedder={embedder!r})
 engine.warm_up()
 r_models = rss()
 blobs = [open(p, 'rb').read() for p in {paths!r}]
@@ -396,8 +377,8 @@ def _child(code: str) -> tuple[dict[str, Any], int]:
     return json.loads(line), t_spawn
 
 
-def cold_start(path: Path, threads: int, runs: int) -> dict[str, Any]:
-    code = _COLD_CODE.format(threads=threads, path=str(path))
+def cold_start(path: Path, threads: int, runs: int, embedder: str | None = None) -> dict[str, Any]:
+    code = _COLD_CODE.format(threads=threads, path=str(path), embedder=embedder)
     phases: dict[str, list[float]] = {k: [] for k in ("interpreter", "import", "models", "load_image", "template", "total", "in_process")}
     for _ in range(runs):
         r, t_spawn = _child(code)
@@ -421,8 +402,9 @@ def cold_start(path: Path, threads: int, runs: int) -> dict[str, Any]:
     }
 
 
-def peak_rss(paths: list[Path], threads: int, runs: int) -> dict[str, Any]:
-    code = _RSS_CODE.format(threads=threads, paths=[str(p) for p in paths], runs=runs, n_enrolled=N_ENROLLED)
+def peak_rss(paths: list[Path], threads: int, runs: int, embedder: str | None = None) -> dict[str, Any]:
+    code = _RSS_CODE.format(threads=threads, paths=[str(p) for p in paths], runs=runs, n_enrolled=N_ENROLLED,
+                            embedder=embedder)
     r, _ = _child(code)
     r["runs"] = runs
     return r
@@ -460,6 +442,7 @@ def run(
     warmup: int = 10,
     blocks: int = 5,
     progress: Callable[[str], None] | None = None,
+    embedder: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the report as a JSON-ready dict (see :func:`main`)."""
     if threads < 1 or repeat < 1 or cold_runs < 1:
@@ -483,7 +466,8 @@ def run(
         dlib_note = "dlib-native comparison skipped (--no-dlib)"
     machine = machine_info(threads, dlib_version)
 
-    ours = _Ours(threads)
+    ours = _Ours(threads, embedder)
+    machine["embedder"] = ours.engine.embedder_spec.name
     skipped: list[dict[str, str]] = []
     timed: list[_Frame] = []
     say(f"checking {len(frames)} frame(s)")
@@ -552,10 +536,10 @@ def run(
 
     # fresh processes: cold start and peak memory
     say("cold start")
-    cold = cold_start(timed[0].path, threads, cold_runs)
+    cold = cold_start(timed[0].path, threads, cold_runs, embedder)
     say("peak RSS")
     rss_runs = max(repeat, len(timed))
-    rss = peak_rss([f.path for f in timed], threads, rss_runs)
+    rss = peak_rss([f.path for f in timed], threads, rss_runs, embedder)
 
     pooled_ours = {s: _stats([x for f in timed for x in f.ours[s]]) for s in (*STAGES, "pipeline")}
     pooled_dlib = (
@@ -640,6 +624,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines = ["## faceunlock bench", "", "How it was measured:", ""]
     lines.append(f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), {m['os']}; "
                  f"load average at start {m['load_average_at_start']}")
+    lines.append(f"- embedder: {m.get('embedder', '?')}")
     lines.append(f"- {m['python']}, numpy {m['numpy']}, OpenCV {m['opencv']} ({m['opencv_threads']} thread(s)), "
                  f"{m['runtime']} {m['runtime_version']} ({m['interpreter_threads']} interpreter thread(s) per model)"
                  + (f", dlib {m['dlib']}" if m["dlib"] else ""))
@@ -726,6 +711,7 @@ def main(args) -> int:
         repeat=getattr(args, "repeat", 100),
         use_dlib=getattr(args, "dlib", True),
         cold_runs=getattr(args, "cold_runs", 3),
+        embedder=getattr(args, "embedder", None),
         progress=(lambda s: print(f"bench: {s}", file=sys.stderr, flush=True)) if getattr(args, "progress", True) else None,
     )
     if getattr(args, "json", False):

@@ -462,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=Path, help="folder of images to time (default: a bundled 640x480 frame)")
     p.add_argument("--repeat", type=int, default=100, help="timed runs per frame")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--embedder", help="embedder name or path (default: the shipped dlib ResNet)")
     p.add_argument("--no-dlib", dest="dlib", action="store_false", help="skip the dlib-native comparison")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed (default: report only)")
     p.add_argument("--cold-runs", type=int, default=3, help="fresh processes timed for the cold start (median)")
