@@ -728,11 +728,13 @@ def test_sigkill_during_writes_never_loses_committed_data(tmp_path: Path) -> Non
             finally:
                 os._exit(code)
         os.close(w_fd)
+        # wait for the writer's first acknowledged write, so the random delay below is spent
+        # writing (not starting up) however loaded the machine is
+        chunks = [os.read(r_fd, 65536)]
         time.sleep(rng.uniform(0.0, 0.030))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "writer died on its own"
-        chunks = []
         while True:
             b = os.read(r_fd, 65536)
             if not b:

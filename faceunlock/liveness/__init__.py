@@ -67,7 +67,7 @@ class Liveness:
             :data:`~faceunlock.liveness.tracks.PARALLAX_THRESHOLD`).
         min_motion_deg: head rotation range below which the verdict is "too little motion".
         identity_threshold: cosine similarity every frame's template must keep with the first
-            (default: the engine's convenience threshold − 0.01); 0 disables the check.
+            (default: the engine's convenience threshold − 0.05); 0 disables the check.
         check_identity: compute identity templates in :meth:`check` (≈ 7 ms per frame).
         step_timeout_s, mirrored: passed to each :class:`Challenge`.
     """
@@ -84,7 +84,7 @@ class Liveness:
         self.min_motion_deg = float(min_motion_deg)
         if identity_threshold is None:
             spec = engine.embedder_spec
-            identity_threshold = float(spec.convenience_threshold or spec.threshold) - 0.01
+            identity_threshold = float(spec.convenience_threshold or spec.threshold) - 0.05
         self.identity_threshold = float(identity_threshold)
         self.check_identity = check_identity
         self.step_timeout_s = step_timeout_s
