@@ -148,8 +148,9 @@ def camera_checks(open_cameras: bool = True) -> list[Check]:
     else:
         out.append(Check("camera", "v4l2", OK, ", ".join(devs) + " (not opened)"))
     try:
-        import picamera2  # type: ignore[import-not-found]  # noqa: F401
+        import importlib
 
+        importlib.import_module("picamera2")
         out.append(Check("camera", "picamera2", OK, "importable"))
     except Exception:
         out.append(Check("camera", "picamera2", OK, "not installed (only needed for the Raspberry Pi camera)"))

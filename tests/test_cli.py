@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from faceunlock import cli

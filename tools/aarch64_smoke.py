@@ -77,7 +77,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="write the full result here as JSON")
     ap.add_argument("--compare", type=Path, help="reference JSON from another machine")
     ap.add_argument("--tol", type=float, default=2e-4,
-                    help="max abs template difference allowed (measured: 8.3e-05 between x86-64 and emulated aarch64)")
+                    help="max abs template difference allowed (measured 8.3e-05 and 1.28e-04 between x86-64 "
+                         "and emulated aarch64)")
     args = ap.parse_args()
     r = run()
     if args.out:
