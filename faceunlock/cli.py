@@ -408,6 +408,15 @@ def _add_device_commands(sub) -> None:
     pam.register(sub, common)
 
 
+def _labelled_folder_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that read labelled identity folders."""
+    p.add_argument("--exclude", action="append", default=[], help="sub-folder name to skip (repeatable)")
+    p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="faceunlock", description="On-device face unlock: nothing leaves the device.")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
@@ -437,11 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="similarity thresholds for target false-accept rates from labelled folders")
     p.add_argument("roots", type=Path, nargs="+", help="folders of identity sub-folders")
-    p.add_argument("--exclude", action="append", default=[], help="sub-folder name to skip (repeatable)")
-    p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`)")
+    _labelled_folder_options(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("eval-unlock", help="FRR and FAR per unlock attempt on labelled image folders")
@@ -450,11 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=["strong", "convenience"], default="strong")
     p.add_argument("--min-face-px", type=int, default=40, help="enrolment face-size gate (the dev photos are small)")
     p.add_argument("--min-sharpness", type=float, default=15.0, help="enrolment sharpness gate (the policy default)")
-    p.add_argument("--exclude", action="append", default=[], help="sub-folder name to skip (repeatable)")
-    p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`)")
+    _labelled_folder_options(p)
     p.set_defaults(func=cmd_eval_unlock)
 
     p = sub.add_parser("bench", help="per-stage latency, cold start and memory (and dlib-native when installed)")

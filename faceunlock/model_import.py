@@ -83,6 +83,8 @@ def converter_python(python: str | None = None) -> str:
     """The interpreter that will convert: ``python``, else ``$FACEUNLOCK_CONVERT_PYTHON``,
     else this one. Raises ModelError with install instructions when it lacks the tools."""
     py = python or os.environ.get("FACEUNLOCK_CONVERT_PYTHON") or sys.executable
+    if os.sep in py:  # a path: absolute, since the converter runs in a temporary directory
+        py = os.path.abspath(py)  # (not resolve(): a venv's python is a symlink)
     missing = _python_has(py, CONVERTER_MODULES)
     if missing:
         raise ModelError(f"{py} lacks {', '.join(missing)}: {INSTALL_HINT}")

@@ -44,6 +44,8 @@ __all__ = [
     "smooth_tracks",
     "nose_parallax",
     "nose_parallax_pairs",
+    "parallax_ratio_pairs",
+    "MIN_NOSE_SHIFT",
     "fit_homographies",
     "score_tracks",
     "LivenessResult",
@@ -69,8 +71,16 @@ BASE_LANDMARKS = np.array(
     [33, 133, 362, 263, 130, 359, 70, 300, 105, 334, 10, 151, 109, 338, 50, 280, 117, 346,
      234, 454, 127, 356, 205, 425, 36, 266, 187, 411], dtype=np.int64)
 NOSE_LANDMARKS = np.array([1, 4, 5, 195], dtype=np.int64)
-PARALLAX_THRESHOLD = 0.02  # IOD units; see docs/LIVENESS.md for how it was chosen
-MIN_MOTION_DEG = 2.0
+# 2-D test (the verdict): landmarks tied to visible image features only.
+FEATURE_BASE = np.array([33, 133, 362, 263,  # eye corners
+                         70, 105, 107, 336, 334, 300,  # brows
+                         61, 291], dtype=np.int64)  # mouth corners
+SHAPE_LANDMARKS = np.array([33, 133, 362, 263, 70, 105, 107, 336, 334, 300], dtype=np.int64)
+PROTRUDING = np.array([1, 4, 98, 327, 2], dtype=np.int64)  # nose tip, ridge, alar wings, subnasale
+FORESHORTENING_EPS = 0.01
+PARALLAX_THRESHOLD = 0.46  # parallax per foreshortening (dimensionless); docs/LIVENESS.md
+MIN_NOSE_SHIFT = 0.0075  # IOD: median 2-D nose parallax below this = "too little motion"
+MIN_MOTION_DEG = 0.0  # optional extra gate on the mesh's 3-D rotation range (off by default)
 SCORE_QUANTILE = 0.9
 SMOOTH_S = 0.17
 MAX_SCORED_FRAMES = 24
@@ -80,7 +90,11 @@ MAX_SCORED_FRAMES = 24
 class TrackScore:
     """Passive-check numbers of one landmark track.
 
-    parallax: the score (IOD units, larger = more 3D); rigid_gain: median over frames of
+    parallax: the score — median over frame pairs of 2-D nose parallax ÷ (foreshortening +
+    :data:`FORESHORTENING_EPS`), larger = more 3D (see :func:`parallax_ratio_pairs`);
+    nose_shift: median 2-D nose parallax over pairs (IOD); foreshortening: 0.9 quantile of
+    the pairs' foreshortening; mesh_parallax: the older homography nose parallax (0.9
+    quantile, IOD; a cue only); rigid_gain: median over frames of
     (homography residual − rigid-3D residual) of the rigid landmarks (IOD units);
     motion_deg: the head's rotation range as the mesh sees it (max of yaw and pitch ranges,
     degrees); frames: frames scored (after smoothing and subsampling).
@@ -90,6 +104,9 @@ class TrackScore:
     rigid_gain: float
     motion_deg: float
     frames: int
+    nose_shift: float = 0.0
+    foreshortening: float = 0.0
+    mesh_parallax: float = 0.0
 
 
 def _normalise(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +214,39 @@ def nose_parallax_pairs(tracks: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.linalg.norm(r, axis=1) / np.maximum(iod, 1e-9)
 
 
+def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Batched least-squares affine maps (P, N, 2) → (P, N, 2): (P, 3, 2) with
+    dst ≈ [src, 1] @ A."""
+    x = np.concatenate([src, np.ones(src.shape[:2] + (1,))], 2)
+    xt = x.transpose(0, 2, 1)
+    return np.linalg.solve(xt @ x + 1e-9 * np.eye(3), xt @ dst)
+
+
+def parallax_ratio_pairs(tracks: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nose parallax in IOD, foreshortening) for each (i, j) of ``pairs`` of a (T, 468, ≥2)
+    track, from 2-D positions of landmarks tied to visible features only.
+
+    Nose parallax: an affine map is fitted to :data:`FEATURE_BASE` (eye corners, brows,
+    mouth corners) i → j; the mean displacement of :data:`PROTRUDING` (nose tip, ridge,
+    nostrils) in j from where that map puts them, over the inter-ocular distance.
+    Foreshortening: log of the ratio of the singular values of the affine map of
+    :data:`SHAPE_LANDMARKS` (eye corners, brows) i → j — how much the face's flat part was
+    squashed in one direction relative to the other. A sheet (print, screen) that turns
+    foreshortens a lot but has no nose parallax; a head that turns a few degrees barely
+    foreshortens its eye/brow area, yet its nose moves about 0.5 IOD × the angle (rad)."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    a = _affines(tracks[i][:, FEATURE_BASE, :2], tracks[j][:, FEATURE_BASE, :2])
+    n = tracks[i][:, PROTRUDING, :2]
+    pred = np.concatenate([n, np.ones(n.shape[:2] + (1,))], 2) @ a
+    r = (tracks[j][:, PROTRUDING, :2] - pred).mean(1)
+    iod = np.linalg.norm(tracks[j][:, EYE_CORNERS[0], :2] - tracks[j][:, EYE_CORNERS[1], :2], axis=1)
+    shift = np.linalg.norm(r, axis=1) / np.maximum(iod, 1e-9)
+    b = _affines(tracks[i][:, SHAPE_LANDMARKS, :2], tracks[j][:, SHAPE_LANDMARKS, :2])
+    sv = np.linalg.svd(b[:, :2, :], compute_uv=False)
+    fore = np.log(np.maximum(sv[:, 0], 1e-12) / np.maximum(sv[:, 1], 1e-12))
+    return shift, fore
+
+
 def nose_parallax(a: np.ndarray, b: np.ndarray) -> float:
     """Nose parallax (IOD units) between two (468, ≥2) landmark sets (see
     :func:`nose_parallax_pairs`)."""
@@ -221,14 +271,20 @@ def score_tracks(tracks: np.ndarray, fps: float = 30.0) -> TrackScore:
     motion = float(np.ptp(angles, axis=0).max()) if len(tr) > 1 else 0.0
     pairs = np.array([(i, j) for i in range(len(tr)) for j in range(i + 1, len(tr))], np.int64).reshape(-1, 2)
     pars = nose_parallax_pairs(tr, pairs) if len(pairs) else np.zeros(0)
-    parallax = float(np.quantile(pars, SCORE_QUANTILE)) if len(pars) else 0.0
+    mesh_parallax = float(np.quantile(pars, SCORE_QUANTILE)) if len(pars) else 0.0
+    if len(pairs):
+        shift, fore = parallax_ratio_pairs(tr, pairs)
+        parallax = float(np.median(shift / (fore + FORESHORTENING_EPS)))
+        nose_shift, foreshortening = float(np.median(shift)), float(np.quantile(fore, SCORE_QUANTILE))
+    else:
+        parallax = nose_shift = foreshortening = 0.0
     gains = []
     for t in range(1, len(tr)):
         iod = float(np.linalg.norm(tr[t, EYE_CORNERS[0], :2] - tr[t, EYE_CORNERS[1], :2])) or 1.0
         gains.append((homography_residual(rigid[0, :, :2], rigid[t, :, :2])
                       - rigid_residual(rigid[0], rigid[t, :, :2])) / iod)
     gain = float(np.median(gains)) if gains else 0.0
-    return TrackScore(parallax, gain, motion, len(tr))
+    return TrackScore(parallax, gain, motion, len(tr), nose_shift, foreshortening, mesh_parallax)
 
 
 HINT_TURN_HEAD = "turn your head slightly"
@@ -256,16 +312,22 @@ class LivenessResult:
 
 
 def judge(tracks: np.ndarray, fps: float = 30.0, *, threshold: float = PARALLAX_THRESHOLD,
-          min_motion_deg: float = MIN_MOTION_DEG, min_frames: int = 8) -> LivenessResult:
-    """The passive verdict for a (T, 468, 3) landmark track sampled at ``fps``."""
+          min_motion_deg: float = MIN_MOTION_DEG, min_frames: int = 8,
+          min_nose_shift: float = MIN_NOSE_SHIFT) -> LivenessResult:
+    """The passive verdict for a (T, 468, 3) landmark track sampled at ``fps``: live when
+    the parallax ratio reaches ``threshold``; "too little motion" when the median 2-D nose
+    parallax is below ``min_nose_shift`` (IOD) or the mesh's rotation range below
+    ``min_motion_deg``; otherwise "flat: no parallax"."""
     tr = np.asarray(tracks, np.float64)
     if tr.ndim != 3 or len(tr) < min_frames:
         return LivenessResult(False, 0.0, "too few frames with a face", HINT_TURN_HEAD, threshold,
                               {}, int(len(tr)) if tr.ndim == 3 else 0)
     sc = score_tracks(tr, fps)
-    cues = {"parallax": sc.parallax, "rigid_gain": sc.rigid_gain, "motion_deg": sc.motion_deg}
-    if sc.parallax >= threshold and sc.motion_deg >= min_motion_deg:
+    cues = {"parallax": sc.parallax, "nose_shift": sc.nose_shift, "foreshortening": sc.foreshortening,
+            "mesh_parallax": sc.mesh_parallax, "rigid_gain": sc.rigid_gain, "motion_deg": sc.motion_deg}
+    little = sc.motion_deg < min_motion_deg or sc.nose_shift < min_nose_shift
+    if sc.parallax >= threshold and not little:
         return LivenessResult(True, sc.parallax, "3D motion", None, threshold, cues, len(tr))
-    if sc.motion_deg < min_motion_deg:
+    if little:
         return LivenessResult(False, sc.parallax, "too little motion", HINT_TURN_HEAD, threshold, cues, len(tr))
     return LivenessResult(False, sc.parallax, "flat: no parallax", None, threshold, cues, len(tr))
