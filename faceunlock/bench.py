@@ -648,7 +648,11 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [head, sep]
     for s in STAGES:
         o = r["stages"][s]
-        row = f"| {s} | {STAGE_WHAT[s][0]} | {_f(o['median_ms'])} | {_f(o['p95_ms'])} |"
+        what = STAGE_WHAT[s][0]
+        emb = m.get("embedder", "dlib-resnet-v1")
+        if emb != "dlib-resnet-v1" and s in ("align", "embed"):  # an imported embedder
+            what = {"align": "5 points from the mesh + the model's chip", "embed": f"{emb} (LiteRT) + L2 normalise"}[s]
+        row = f"| {s} | {what} | {_f(o['median_ms'])} | {_f(o['p95_ms'])} |"
         if d:
             row += f" {STAGE_WHAT[s][1]} | {_f(d[s]['median_ms'])} | {_f(d[s]['p95_ms'])} |"
         lines.append(row)

@@ -145,3 +145,32 @@ def test_challenge_identity_constancy():
     o = obs_stream(poses)
     o[6] = Observation(o[6].t, o[6].landmarks, None, 2)
     assert "more than one face" in ch.run(o).reason
+
+
+def feature_face(kind: str) -> np.ndarray:
+    """(468, 3) points with the 2-D test's landmarks placed like a face: eye corners, brows
+    and mouth corners on a plane, the nose landmarks 0.45 IOD (IOD = 100 px) in front of
+    it for 'face' and on it for 'plane'."""
+    p = face_cloud("plane")
+    p[[33, 133, 362, 263], :2] = [(-50, -20), (-18, -20), (18, -20), (50, -20)]
+    p[[70, 105, 107, 336, 334, 300], :2] = [(-50, -45), (-35, -50), (-15, -48), (15, -48), (35, -50), (50, -45)]
+    p[[61, 291], :2] = [(-25, 45), (25, 45)]
+    p[T.PROTRUDING, :2] = [(0, 15), (0, 5), (-12, 18), (12, 18), (0, 22)]
+    p[T.PROTRUDING, 2] = -45.0 if kind == "face" else 0.0
+    return p
+
+
+def test_parallax_ratio_small_turn_face_vs_strongly_tilted_sheet():
+    # a head turning ±4°: little foreshortening of the eye/brow area, clear nose parallax
+    face = T.judge(moved(feature_face("face"), yaw=4, pitch=2, noise_px=0.2), fps=15)
+    assert face.live and face.score > 2 * T.PARALLAX_THRESHOLD, face
+    # a sheet swung by ±25°: strong foreshortening, no parallax
+    sheet = T.judge(moved(feature_face("plane"), yaw=25, pitch=15, noise_px=0.2), fps=15)
+    assert not sheet.live and sheet.score < T.PARALLAX_THRESHOLD / 2, sheet
+    assert sheet.cues["foreshortening"] > face.cues["foreshortening"]
+
+
+def test_parallax_ratio_pairs_exact_on_a_plane():
+    tr = moved(feature_face("plane"), n=6, yaw=20, pitch=10, noise_px=0.0)
+    shift, fore = T.parallax_ratio_pairs(tr, np.array([[0, 3], [1, 4]]))
+    assert shift.max() < 0.02 and fore.max() > 0.005  # perspective: not exactly affine

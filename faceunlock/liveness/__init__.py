@@ -3,8 +3,10 @@
 Two defences (see docs/LIVENESS.md for method, figures and what is NOT defended):
 
 * passive — :meth:`Liveness.check`: a real head that turns shows parallax (the nose moves
-  differently from the eyes and cheeks); a photo, a screen or a bent print moves as (nearly)
-  one plane. Needs ~1–3 s of video with a slight head movement.
+  differently from the eyes, brows and mouth corners) while its eye/brow area is barely
+  foreshortened; a photo, a screen or a bent print moves as (nearly) one plane and must be
+  tilted a lot, which foreshortens it. Needs ~1–3 s of video with a head turn of ≈ 5° or
+  more (a UI should prompt "turn your head slightly").
 * active — :meth:`Liveness.new_challenge`: 2–3 random prompts (turn left/right, look up,
   blink) with deadlines, answered by the same face throughout.
 
@@ -63,9 +65,10 @@ class Liveness:
 
     Args:
         engine: a :class:`~faceunlock.FaceEngine` (default: a new single-thread one).
-        threshold: passive parallax score needed (IOD units; default
+        threshold: passive score needed (nose parallax per foreshortening; default
             :data:`~faceunlock.liveness.tracks.PARALLAX_THRESHOLD`).
-        min_motion_deg: head rotation range below which the verdict is "too little motion".
+        min_motion_deg: the mesh's head rotation range below which the verdict is "too
+            little motion" (default 0: off; the 2-D nose-parallax gate always applies).
         identity_threshold: cosine similarity every frame's template must keep with the first
             (default: the engine's convenience threshold − 0.05); 0 disables the check.
         check_identity: compute identity templates in :meth:`check` (≈ 7 ms per frame).

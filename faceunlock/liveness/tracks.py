@@ -3,26 +3,32 @@
 Pure numpy over landmark tracks — (T, 468, 3) face-mesh landmarks, x and y in pixels,
 z the mesh's relative depth in pixels — so it is testable without any video or model.
 
-Method. A photo, a screen or a gently bent sheet is (close to) a plane: between any two
-frames its points move by one homography, whatever its 3D motion. A real head is not: when
-it turns, the nose tip, which stands ≈ 0.4 inter-ocular distances (IOD) in front of the eye
-corners, moves differently from the points around it (parallax). For every pair of frames
-(i, j) of the smoothed track, a homography is fitted on a ring of *base* landmarks that
-surround the nose (eye corners, brows, forehead, cheeks); the **nose parallax** of the pair
-is how far the nose landmarks land from where that homography puts them, in IOD. The score
-is a high quantile (0.9) over pairs — the pairs with the most rotation between them — and
-must reach :data:`PARALLAX_THRESHOLD`.
+The verdict uses only 2-D positions of landmarks tied to visible image features (the
+face mesh regresses its contour and depth with a learnt 3D prior and, on a tilted photo,
+"hallucinates" 3D-looking motion; the 2-D positions of eye corners, brows, mouth corners
+and the nose are much closer to what the image shows). For every pair of frames (i, j) of
+the smoothed, subsampled track (:func:`parallax_ratio_pairs`):
+
+* **nose parallax** — an affine map is fitted to the eye corners, brows and mouth corners
+  (:data:`FEATURE_BASE`) from i to j; the nose landmarks (:data:`PROTRUDING`: tip, ridge,
+  alar wings, subnasale) land off that map by ≈ 0.5 IOD × the head's rotation (rad) on a
+  real head, and by landmark noise only on a sheet (print, screen);
+* **foreshortening** — log of the singular-value ratio of the affine map of the eye corners
+  and brows (:data:`SHAPE_LANDMARKS`): a sheet must turn a lot (10–25°) to look 3-D to a
+  camera and is then visibly squashed; a head turning a few degrees is barely squashed.
+
+Score = median over pairs of nose parallax / (foreshortening + :data:`FORESHORTENING_EPS`)
+— a slope test: parallax per unit of apparent rotation; live when ≥
+:data:`PARALLAX_THRESHOLD`. "Too little motion" when the median nose parallax is below
+:data:`MIN_NOSE_SHIFT` IOD (or, if enabled, the mesh's rotation range is below
+``min_motion_deg``).
 
 Smoothing (a moving average over ``SMOOTH_S`` seconds) removes most of the frame-to-frame
-landmark jitter, which would otherwise look like parallax.
-
-Motion gate. A head that barely turns shows no parallax even when real: when the head's
-rotation range over the track, as the face mesh sees it (a 3D Kabsch fit of rigid
-landmarks to the first frame), is below :data:`MIN_MOTION_DEG` the verdict is "too little
-motion" (not live, with a hint to turn the head slightly).
-
-A secondary number, ``rigid_gain``, is the median over frames of how much better an affine
-camera on the mesh's own 3D shape fits the rigid landmarks than a homography does (IOD).
+landmark jitter. The older cues are still reported: ``mesh_parallax`` (homography of 28
+mesh landmarks around the nose, 0.9 quantile over pairs; fooled by tilted photos),
+``motion_deg`` (the head's rotation range as the mesh sees it, Kabsch fit of rigid
+landmarks) and ``rigid_gain`` (median over frames of how much better an affine camera on
+the mesh's own 3D shape fits the rigid landmarks than a homography does, IOD).
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ FEATURE_BASE = np.array([33, 133, 362, 263,  # eye corners
 SHAPE_LANDMARKS = np.array([33, 133, 362, 263, 70, 105, 107, 336, 334, 300], dtype=np.int64)
 PROTRUDING = np.array([1, 4, 98, 327, 2], dtype=np.int64)  # nose tip, ridge, alar wings, subnasale
 FORESHORTENING_EPS = 0.01
-PARALLAX_THRESHOLD = 0.46  # parallax per foreshortening (dimensionless); docs/LIVENESS.md
+PARALLAX_THRESHOLD = 0.46  # parallax per foreshortening; chosen on the tuning split, docs/LIVENESS.md
 MIN_NOSE_SHIFT = 0.0075  # IOD: median 2-D nose parallax below this = "too little motion"
 MIN_MOTION_DEG = 0.0  # optional extra gate on the mesh's 3-D rotation range (off by default)
 SCORE_QUANTILE = 0.9
@@ -294,11 +300,12 @@ HINT_TURN_HEAD = "turn your head slightly"
 class LivenessResult:
     """Verdict of a liveness check.
 
-    live: accepted as a live person. score: the passive parallax score (IOD units; compare
-    with ``threshold``). reason: one line saying why (``"3D motion"``, ``"flat: no
+    live: accepted as a live person. score: the passive score (2-D nose parallax per
+    foreshortening, dimensionless; compare with ``threshold``). reason: one line saying why (``"3D motion"``, ``"flat: no
     parallax"``, ``"too little motion"``, ``"no face"``, ``"face changed"``, ...).
     hint: what a UI should ask the user to do, or None. cues: per-cue numbers
-    (``parallax``, ``rigid_gain``, ``motion_deg``, ``identity_min_similarity``, ...).
+    (``parallax`` = the score, ``nose_shift``, ``foreshortening``, ``mesh_parallax``,
+    ``rigid_gain``, ``motion_deg``, ``identity_min_similarity``, ...).
     frames: frames with a face that were scored.
     """
 
@@ -330,4 +337,6 @@ def judge(tracks: np.ndarray, fps: float = 30.0, *, threshold: float = PARALLAX_
         return LivenessResult(True, sc.parallax, "3D motion", None, threshold, cues, len(tr))
     if little:
         return LivenessResult(False, sc.parallax, "too little motion", HINT_TURN_HEAD, threshold, cues, len(tr))
-    return LivenessResult(False, sc.parallax, "flat: no parallax", None, threshold, cues, len(tr))
+    # a real head that turned too little also lands here: the hint helps it, and tells an
+    # attacker nothing new
+    return LivenessResult(False, sc.parallax, "flat: no parallax", HINT_TURN_HEAD, threshold, cues, len(tr))
