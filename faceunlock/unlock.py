@@ -257,43 +257,28 @@ class FaceUnlock:
     def _status(self, rec: UserRecord, now: float) -> tuple[bool, float | None]:
         return pol.lockout_status(rec, now, self.policy)
 
-    def _match_frames(
-        self, frames: Iterable[np.ndarray], gallery: np.ndarray, threshold: float, t0: float,
-        owners: np.ndarray | None = None,
+    def _match(
+        self, frames: Iterable, gallery: np.ndarray, threshold: float, t0: float, *,
+        owners: np.ndarray | None = None, fps: float | None = None, challenge=None,
     ):
-        """Read frames until one matches, frames run out, the frame budget or the time
-        budget is spent. Returns (best score or None, frames used, matched owner, timed_out)."""
-        best, used, hit, clear_misses = None, 0, None, 0
-        deadline = t0 + self.policy.timeout_s
-        for frame in frames:
-            used += 1
-            faces = self.engine.detect(frame)
-            if faces:
-                t = self.engine.face_template(frame, faces[0])
-                s, k = fused_score(gallery, t, owners)
-                best = s if best is None else max(best, s)
-                if s >= threshold:
-                    hit = k
-                    break
-                clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
-                if clear_misses >= CLEAR_MISS_FRAMES:
-                    break  # a confident no-match: stop early
-            if used >= self.policy.max_frames:
-                break
-            if time.perf_counter() > deadline:
-                return best, used, None, True
-        return best, used, hit, False
+        """Read frames until a decision, the frame budget or ``policy.timeout_s`` is spent.
 
-    def _match_live(self, frames, gallery: np.ndarray, threshold: float, t0: float, fps: float | None, challenge):
-        """Like :meth:`_match_frames`, but after a matching frame keeps reading frames until
-        the passive liveness check (and the challenge, when given) has a verdict or the
-        budget — ``max(policy.max_frames, LIVENESS_MAX_FRAMES)`` frames, ``policy.timeout_s``
-        — is spent. Each frame is detected once; its landmarks and template feed both.
-        Returns (best, used, hit, timed_out, liveness result or None, challenge state or None)."""
+        Each frame is detected once; its template is scored against ``gallery`` (per user
+        when ``owners`` gives the user index of each row). Without liveness the first
+        matching frame decides. With liveness, reading goes on after the match until the
+        passive check (and the challenge, when given) has a verdict, within
+        ``max(policy.max_frames, LIVENESS_MAX_FRAMES)`` frames; landmarks and templates of
+        the same frames feed it. Three clearly non-matching face frames in a row end the
+        attempt early. Frames are RGB arrays or ``(timestamp_s, frame)`` pairs; bare frames
+        are timed by ``fps`` (default 30).
+
+        Returns (best score or None, frames used, matched owner index or None, timed out
+        before any match, liveness result or None, challenge state or None).
+        """
         live = self.liveness
-        best, used, hit, clear_misses = None, 0, None, 0
+        budget = self.policy.max_frames if live is None else max(self.policy.max_frames, LIVENESS_MAX_FRAMES)
         deadline = t0 + self.policy.timeout_s
-        budget = max(self.policy.max_frames, LIVENESS_MAX_FRAMES)
+        best, used, hit, clear_misses = None, 0, None, 0
         lms, tpls, counts, times = [], [], [], []
         verdict, cstate, timed_out = None, None, False
         for item in frames:
@@ -311,20 +296,22 @@ class FaceUnlock:
                 lms.append(faces[0].landmarks)
                 tpls.append(tpl)
                 times.append(t_frame)
-                s, _ = fused_score(gallery, tpl)
+                s, k = fused_score(gallery, tpl, owners)
                 best = s if best is None else max(best, s)
                 if s >= threshold and hit is None:
-                    hit = 0
+                    hit = k
                 if hit is None:
                     clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
                     if clear_misses >= CLEAR_MISS_FRAMES:
-                        break
+                        break  # a confident no-match: stop early
+                elif live is None:
+                    break  # no liveness: the first matching frame decides
             if challenge is not None and not challenge.state.done:
                 from .liveness import Observation
 
                 cstate = challenge.feed_observation(
                     Observation(t_frame, faces[0].landmarks if faces else None, tpl, len(faces)))
-            if hit is not None and len(lms) >= LIVENESS_MIN_FRAMES and len(lms) % 4 == 0:
+            if live is not None and hit is not None and len(lms) >= LIVENESS_MIN_FRAMES and len(lms) % 4 == 0:
                 verdict = live.judge(lms, fps or _fps(times), tpls, counts)
                 if verdict.live and (challenge is None or challenge.state.done):
                     break
@@ -337,7 +324,7 @@ class FaceUnlock:
             if time.perf_counter() > deadline:
                 timed_out = True
                 break
-        if hit is not None and lms:
+        if live is not None and hit is not None and lms:
             verdict = live.judge(lms, fps or _fps(times), tpls, counts)
         if challenge is not None:
             cstate = challenge.state
@@ -372,12 +359,8 @@ class FaceUnlock:
         locked, until = self._status(rec, self._clock())
         if locked:
             return UnlockResult(False, Reason.LOCKED_OUT, None, 0, _ms(t0), 0, until)
-        verdict = cstate = None
-        if self.liveness is None:
-            best, used, hit, timed_out = self._match_frames(frames, rec.templates, self.threshold, t0)
-        else:
-            best, used, hit, timed_out, verdict, cstate = self._match_live(
-                frames, rec.templates, self.threshold, t0, fps, challenge)
+        best, used, hit, timed_out, verdict, cstate = self._match(
+            frames, rec.templates, self.threshold, t0, fps=fps, challenge=challenge)
         if hit is not None:
             live_ok = verdict is None or verdict.live
             chal_ok = challenge is None or (cstate is not None and cstate.passed)
@@ -402,10 +385,11 @@ class FaceUnlock:
         return UnlockResult(False, Reason.NO_MATCH, best, used, _ms(t0), pol.attempts_left(rec, self.policy),
                             until if locked else None)
 
-    def identify(self, frames: Iterable[np.ndarray]) -> IdentifyResult:
+    def identify(self, frames: Iterable[np.ndarray], *, fps: float | None = None) -> IdentifyResult:
         """Which enrolled user is in front of the camera (for multi-user devices).
 
-        Locked-out users are not matched. A failed identification counts as a failed
+        Locked-out users are not matched; the liveness check runs as in :meth:`unlock`. A
+        failed identification (no match, or a match that fails liveness) counts as a failed
         match for every user that could have matched, so guessing cannot bypass the lockout.
         """
         t0 = time.perf_counter()
@@ -421,9 +405,10 @@ class FaceUnlock:
         if not names:
             return IdentifyResult(None, Reason.NOT_ENROLLED, None, 0, _ms(t0))
         owner = np.concatenate([np.full(len(g), i) for i, g in enumerate(galleries)])
-        best, used, hit, timed_out = self._match_frames(frames, np.concatenate(galleries), self.threshold, t0, owner)
+        best, used, hit, timed_out, verdict, _ = self._match(
+            frames, np.concatenate(galleries), self.threshold, t0, owners=owner, fps=fps)
         now = self._clock()
-        if hit is not None:
+        if hit is not None and (verdict is None or verdict.live):
             name = names[hit]
             self.store.update(name, lambda r: pol.record_success(r, now) if r else None)
             return IdentifyResult(name, Reason.GRANTED, best, used, _ms(t0))
@@ -431,7 +416,8 @@ class FaceUnlock:
             return IdentifyResult(None, Reason.TIMEOUT if timed_out else Reason.NO_FACE, None, used, _ms(t0))
         for name in names:
             self.store.update(name, lambda r: pol.record_failure(r, now, self.policy) if r else None)
-        return IdentifyResult(None, Reason.NO_MATCH, best, used, _ms(t0))
+        reason = Reason.NO_MATCH if hit is None else Reason.LIVENESS_FAILED
+        return IdentifyResult(None, reason, best, used, _ms(t0))
 
     # ------------------------------------------------------------------ admin
     def users(self) -> list[str]:

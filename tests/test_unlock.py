@@ -188,6 +188,20 @@ def test_liveness_is_on_by_default_and_rejects_a_moving_photo(tmp_path, engine):
     assert ok.granted and ok.reason is fu.Reason.GRANTED and ok.liveness.live, ok
 
 
+def test_identify_runs_the_liveness_check_too(tmp_path, engine):
+    from faceunlock import synth
+
+    u = fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), engine=engine)
+    u.enroll("alice", owner_frames())
+    img = data_image("astronaut")
+    r = u.identify([img] * 12)  # a still photo of the owner
+    assert r.user is None and r.reason is fu.Reason.LIVENESS_FAILED
+    assert u.store.get("alice").failures == 1  # counted against every user it could have been
+    head = synth.render_head_motion(img, engine.detect(img)[0].landmarks, 30)
+    r = u.identify(head, fps=15)
+    assert r.user == "alice" and r.reason is fu.Reason.GRANTED
+
+
 def test_policy_requiring_a_challenge_needs_one(tmp_path, engine):
     u = fu.FaceUnlock(fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32), engine=engine,
                       policy=fu.Policy(require_challenge=True))
