@@ -134,11 +134,10 @@ def test_pamtester_with_a_throwaway_service(tmp_path):
     assert cli.main(store + ["enroll", "alice", "--source", d18, "--quiet"]) == 0
     assert cli.main(store + ["enroll", "bob", "--source", d19, "--quiet"]) == 0
     # pam_exec runs the command with a bare environment: absolute interpreter, no PATH.
-    # Liveness on, as in production. The recording starts with 3 s of an almost still head
-    # (too little motion to judge), so the "camera" starts 3 s in; --seconds is generous
-    # because a loaded CI machine decodes slowly.
+    # Liveness on, as in production, reading the recording from its start; --seconds is
+    # generous because a loaded CI machine decodes slowly.
     line = (f"auth required pam_exec.so quiet {sys.executable} -m faceunlock pam-auth "
-            f"--config /nonexistent {' '.join(store)} --source {d18} --skip 3 --seconds 60\n")
+            f"--config /nonexistent {' '.join(store)} --source {d18} --seconds 60\n")
     service = Path("/etc/pam.d") / PAM_SERVICE
     marker = "# throwaway service written by faceunlock's tests/test_pam.py\n"
     if service.exists():  # only a leftover of an interrupted run of this test may be replaced
