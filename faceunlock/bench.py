@@ -39,7 +39,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -164,8 +163,6 @@ class _Ours:
         self.enrolled = rows
 
     def stages(self, data: bytes, out: dict[str, list[int]] | None) -> np.ndarray:
-        from . import detect as D
-
         ns = time.perf_counter_ns
         e = self.engine
         _, lm_model = e._models()

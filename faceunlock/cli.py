@@ -339,12 +339,6 @@ def cmd_doctor(args) -> int:
     return doctor.run(args)
 
 
-def cmd_pam_auth(args) -> int:
-    from . import pam
-
-    return pam.run(args)
-
-
 def _device_options() -> argparse.ArgumentParser:
     """--store / --key-file / --json accepted after the command too (before it, they are global)."""
     p = argparse.ArgumentParser(add_help=False)

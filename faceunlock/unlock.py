@@ -22,6 +22,7 @@ from .detect import Face
 from .engine import FaceEngine
 from .errors import EnrollmentError, FaceUnlockError
 from .image import as_rgb
+from .liveness import Liveness, Observation, fps_of
 from .policy import Policy
 from .store import TemplateStore, UserRecord
 
@@ -141,8 +142,6 @@ class FaceUnlock:
         self.engine = engine or FaceEngine(threads=1)
         self.policy = policy or Policy()
         if liveness is True:
-            from .liveness import Liveness
-
             liveness = Liveness(self.engine)
         self.liveness = liveness or None
         self._clock = clock
@@ -307,12 +306,10 @@ class FaceUnlock:
                 elif live is None:
                     break  # no liveness: the first matching frame decides
             if challenge is not None and not challenge.state.done:
-                from .liveness import Observation
-
                 cstate = challenge.feed_observation(
                     Observation(t_frame, faces[0].landmarks if faces else None, tpl, len(faces)))
             if live is not None and hit is not None and len(lms) >= LIVENESS_MIN_FRAMES and len(lms) % 4 == 0:
-                verdict = live.judge(lms, fps or _fps(times), tpls, counts)
+                verdict = live.judge(lms, fps or fps_of(times), tpls, counts)
                 if verdict.live and (challenge is None or challenge.state.done):
                     break
                 if not verdict.live and verdict.reason not in _RETRYABLE:
@@ -325,7 +322,7 @@ class FaceUnlock:
                 timed_out = True
                 break
         if live is not None and hit is not None and lms:
-            verdict = live.judge(lms, fps or _fps(times), tpls, counts)
+            verdict = live.judge(lms, fps or fps_of(times), tpls, counts)
         if challenge is not None:
             cstate = challenge.state
         return best, used, hit, timed_out and hit is None, verdict, cstate
@@ -448,12 +445,6 @@ LIVENESS_MAX_FRAMES = 90
 LIVENESS_MIN_FRAMES = 8
 _RETRYABLE = ("too little motion", "flat: no parallax", "too few frames with a face", "no face")
 
-
-def _fps(times: list[float]) -> float:
-    if len(times) < 2:
-        return 30.0
-    d = float(np.median(np.diff(times)))
-    return 1.0 / d if d > 0 else 30.0
 
 # An attempt ends early as NO_MATCH after this many consecutive face frames scoring at
 # least this far below the threshold (a different person, not a poor frame of the owner).

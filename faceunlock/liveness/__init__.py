@@ -100,18 +100,17 @@ class Liveness:
         optionally, their identity templates (same length)."""
         if faces_per_frame and max(faces_per_frame) > 1:
             return LivenessResult(False, 0.0, "more than one face in view", None, self.threshold)
+        low = None
         if templates and len(templates) >= 2:
-            t = np.stack(templates)
-            sims = t @ t[0]
-            low = float(sims.min())
+            low = float((np.stack(templates) @ templates[0]).min())
             if low < self.identity_threshold:
                 return LivenessResult(False, 0.0, "face changed during the check", None, self.threshold,
                                       {"identity_min_similarity": low}, len(templates))
         if not landmarks:
             return LivenessResult(False, 0.0, "no face", None, self.threshold)
         r = judge(np.stack(landmarks), fps, threshold=self.threshold, min_motion_deg=self.min_motion_deg)
-        if templates and len(templates) >= 2:
-            r.cues["identity_min_similarity"] = float((np.stack(templates) @ templates[0]).min())
+        if low is not None:
+            r.cues["identity_min_similarity"] = low
         return r
 
     def check(self, frames: Iterable, fps: float | None = None) -> LivenessResult:
