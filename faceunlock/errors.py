@@ -14,6 +14,7 @@ __all__ = [
     "RuntimeMissingError",
     "StoreError",
     "StoreIntegrityError",
+    "InsecurePermissionsError",
     "EnrollmentError",
     "CameraError",
 ]
@@ -51,6 +52,15 @@ class StoreIntegrityError(StoreError):
     file, a wrong key or passphrase, records swapped between users — on purpose
     with one opaque message, so that the error is no oracle for an attacker.
     The file is never modified when this is raised.
+    """
+
+
+class InsecurePermissionsError(StoreError):
+    """A store or key file, or its directory, lets other users read the key or replace the
+    store (a world-writable directory, a key file readable by group/others, …).
+
+    The one-line message names the path and the ``chmod`` that fixes it; nothing is read
+    from or written to such a location.
     """
 
 

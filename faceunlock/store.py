@@ -28,11 +28,12 @@ import math
 import os
 import re
 import secrets
+import stat
 import struct
 import threading
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .errors import StoreError, StoreIntegrityError
+from .errors import InsecurePermissionsError, StoreError, StoreIntegrityError
 
 __all__ = [
     "TemplateStore",
@@ -60,6 +61,11 @@ __all__ = [
     "FORMAT_VERSION",
     "KEY_BYTES",
     "MAX_USER_ID_BYTES",
+    "MAX_META_BYTES",
+    "MAX_TEMPLATES",
+    "MAX_DIM",
+    "MAX_USERS",
+    "MAX_FILE_BYTES",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -78,7 +84,15 @@ MAX_META_BYTES: int = 64 * 1024
 MAX_TEMPLATES: int = 4096  #: rows per user
 MAX_DIM: int = 8192  #: template dimension
 MAX_USERS: int = 100_000
-MAX_FILE_BYTES: int = 512 * 1024 * 1024
+MAX_FILE_BYTES: int = 512 * 1024 * 1024  #: whole store file; a write that would exceed it is refused
+MAX_META_DEPTH: int = 32  #: nesting depth of UserRecord.meta (dicts and lists)
+
+# Floor on the KDF cost of a NEW passphrase store (OWASP password storage guidance).
+# Existing stores open with whatever their header says (within the MAX_* bounds below).
+MIN_ARGON2_MEMORY_KIB: int = 19 * 1024  # 19 MiB
+MIN_ARGON2_ITERATIONS: int = 2
+MIN_SCRYPT_LOG2_N: int = 17
+MIN_SCRYPT_R: int = 8
 
 KDF_NONE = 0  # raw 256-bit key (app key or key file)
 KDF_ARGON2ID = 1
@@ -145,7 +159,7 @@ class Argon2idParams:
 
 @dataclass(frozen=True)
 class ScryptParams:
-    """scrypt cost, used only where Argon2id is unavailable. Defaults: N=2**15, r=8, p=1 (32 MiB).
+    """scrypt cost, used only where Argon2id is unavailable. Defaults: N=2**17, r=8, p=1 (128 MiB).
 
     Attributes:
         log2_n: log2 of the CPU/memory cost N.
@@ -153,7 +167,7 @@ class ScryptParams:
         p: parallelism.
     """
 
-    log2_n: int = 15
+    log2_n: int = 17
     r: int = 8
     p: int = 1
 
@@ -189,6 +203,23 @@ def _scrypt_ok(log2_n: object, r: object, p: object) -> bool:
         and 1 <= p <= MAX_SCRYPT_P  # type: ignore[operator]
         and 128 * r * (1 << log2_n) <= MAX_SCRYPT_MEMORY_BYTES  # type: ignore[operator]
     )
+
+
+def _check_kdf_floor(p: KdfParams, allow_weak: bool) -> None:
+    """Refuse KDF costs below the floor for a new passphrase store (unless a test opts out)."""
+    if allow_weak:
+        return
+    if isinstance(p, Argon2idParams):
+        if p.memory_kib < MIN_ARGON2_MEMORY_KIB or p.iterations < MIN_ARGON2_ITERATIONS:
+            raise StoreValueError(
+                f"Argon2id cost memory_kib={p.memory_kib}, iterations={p.iterations} is below the floor "
+                f"for a new store (memory_kib >= {MIN_ARGON2_MEMORY_KIB}, iterations >= {MIN_ARGON2_ITERATIONS})"
+            )
+    elif p.log2_n < MIN_SCRYPT_LOG2_N or p.r < MIN_SCRYPT_R:
+        raise StoreValueError(
+            f"scrypt cost log2_n={p.log2_n}, r={p.r} is below the floor for a new store "
+            f"(log2_n >= {MIN_SCRYPT_LOG2_N}, r >= {MIN_SCRYPT_R})"
+        )
 
 
 _ARGON2_AVAILABLE: bool | None = None
@@ -329,6 +360,14 @@ def _encode_record(user: str, rec: UserRecord) -> bytes:
         raise StoreValueError("UserRecord.permanent_lock must be a bool")
     if not isinstance(rec.meta, dict):
         raise StoreValueError("UserRecord.meta must be a dict")
+    if not _json_depth_ok(rec.meta, MAX_META_DEPTH):
+        raise StoreValueError(f"UserRecord.meta is nested deeper than {MAX_META_DEPTH} levels")
+    try:
+        meta_js = json.dumps(rec.meta, allow_nan=False, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError):
+        raise StoreValueError("UserRecord.meta must be a JSON-able dict of finite values") from None
+    if len(meta_js) > MAX_META_BYTES:  # ASCII (ensure_ascii): characters == bytes
+        raise StoreValueError(f"UserRecord.meta is larger than {MAX_META_BYTES} bytes as JSON")
     head = {
         "v": 1,
         "user": user,
@@ -348,6 +387,23 @@ def _encode_record(user: str, rec: UserRecord) -> bytes:
     if len(js) > MAX_META_BYTES + 4096:
         raise StoreValueError(f"UserRecord.meta is larger than {MAX_META_BYTES} bytes")
     return _COUNT.pack(len(js)) + js + t32.tobytes()
+
+
+def _json_depth_ok(v: object, limit: int) -> bool:
+    """True when dicts/lists/tuples in ``v`` nest at most ``limit`` deep (iterative, cycle-safe)."""
+    stack = [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, dict):
+            items: Iterable[object] = x.values()
+        elif isinstance(x, (list, tuple)):
+            items = x
+        else:
+            continue
+        if d > limit:
+            return False
+        stack.extend((y, d + 1) for y in items)
+    return True
 
 
 def _decode_record(pt: bytes) -> tuple[str, UserRecord]:
@@ -454,14 +510,135 @@ def _makedirs_private(d: Path) -> None:
         os.chmod(q, 0o700)  # umask may have removed bits; never adds any
 
 
-def _warn_if_loose(path: Path, what: str, dir_too: bool = False) -> None:
+# Permission rules (docs/STORE.md, "File permissions"): what lets another user read a key
+# or replace/roll back a store is refused with InsecurePermissionsError; looser-than-needed
+# but not exploitable modes give a UserWarning. They apply to every user, root included.
+def _check_store_dir(d: Path) -> None:
+    """Refuse a world-writable store directory without the sticky bit; warn if sticky or group-writable."""
     try:
-        if os.stat(path).st_mode & 0o077:
-            warnings.warn(f"{what} {path} is accessible by group/others; chmod 600", stacklevel=4)
-        if dir_too and os.stat(path.parent).st_mode & 0o077:
-            warnings.warn(f"directory of {what} {path.parent} is accessible by group/others; chmod 700", stacklevel=4)
+        mode = os.stat(d).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise InsecurePermissionsError(
+            f"refusing the store directory {d}: it is world-writable (mode {stat.S_IMODE(mode):04o}), "
+            f"so anyone could replace the store with an older copy; run: chmod o-w {d}"
+        )
+    if mode & stat.S_IWOTH:
+        warnings.warn(
+            f"store directory {d} is a shared sticky directory (like /tmp): other users can pre-create "
+            "or hold the store's lock file there; use a private directory (chmod 700)",
+            stacklevel=4,
+        )
+    elif mode & stat.S_IWGRP:
+        warnings.warn(f"store directory {d} is group-writable; chmod g-w {d}", stacklevel=4)
+
+
+def _check_store_file(path: Path) -> None:
+    """Refuse a world-writable store file (anyone could roll it back); warn if group/others have access."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & stat.S_IWOTH:
+        raise InsecurePermissionsError(
+            f"refusing the store file {path}: it is world-writable (mode {mode:04o}), so anyone could "
+            f"replace it with an older copy; run: chmod 600 {path}"
+        )
+    if mode & 0o077:
+        warnings.warn(f"store file {path} is accessible by group/others; chmod 600 {path}", stacklevel=4)
+
+
+def _check_key_dir(d: Path) -> None:
+    """Refuse a world-writable key directory (sticky or not); warn if group/others have access."""
+    try:
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+    except OSError:
+        return
+    if mode & stat.S_IWOTH:
+        raise InsecurePermissionsError(
+            f"refusing the key directory {d}: it is world-writable (mode {mode:04o}), so anyone could "
+            f"plant or swap key files there; run: chmod 700 {d}"
+        )
+    if mode & 0o077:
+        warnings.warn(f"key directory {d} is accessible by group/others; chmod 700 {d}", stacklevel=4)
+
+
+def _check_key_file_mode(path: Path, mode: int) -> None:
+    """Refuse a key file readable by group/others or world-writable; warn on other group/other bits."""
+    mode = stat.S_IMODE(mode)
+    if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWOTH):
+        raise InsecurePermissionsError(
+            f"refusing the key file {path}: other users can read or write it (mode {mode:04o}); "
+            f"run: chmod 600 {path} (and rekey if someone may have copied it)"
+        )
+    if mode & 0o077:
+        warnings.warn(f"key file {path} is accessible by group/others; chmod 600 {path}", stacklevel=4)
+
+
+@contextmanager
+def _dir_lock(d: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on the directory ``d`` itself.
+
+    Serialises creating, rotating and cleaning up key files between processes (a key file
+    may be shared by several stores, so the store lock is not enough). Where ``d`` cannot
+    be opened or locked (missing, no permission) the body runs unlocked.
+    """
+    fd = -1
+    try:
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError:
         pass
+    try:
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)  # closing releases the flock
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete ``.<name>.tmp-<32 hex>`` files of ``target`` left by a crashed writer.
+
+    Only call this while holding the lock every writer of ``target`` holds (the store's
+    exclusive lock for a store, :func:`_dir_lock` of its directory for a key file): then any
+    such file is stale. A key file's temp file is a hard link to (or a copy of) a key.
+    """
+    prefix = _TMP_PREFIX.format(name=target.name)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    removed = False
+    for n in names:
+        if n.startswith(prefix) and _TMP_SUFFIX_RE.match(n[len(prefix) :]):
+            try:
+                os.unlink(target.parent / n)
+                removed = True
+            except OSError:
+                pass
+    if removed:
+        try:
+            _fsync_dir(target.parent)
+        except OSError:
+            pass
+
+
+def _store_file_bytes(ct_lengths: Iterable[int]) -> int:
+    """Size in bytes of a store file whose records have these ciphertext lengths."""
+    return _HEADER_LEN + _COUNT.size + sum(_ENTRY.size + n for n in ct_lengths) + MAC_BYTES
+
+
+def _check_file_limits(ct_lengths: list[int]) -> None:
+    """Refuse (before anything is written) a store file that :meth:`TemplateStore._read` would reject."""
+    if len(ct_lengths) > MAX_USERS:
+        raise StoreValueError(f"a store holds at most {MAX_USERS} users; nothing was written")
+    size = _store_file_bytes(ct_lengths)
+    if size > MAX_FILE_BYTES:
+        raise StoreValueError(
+            f"this write would make the store file {size} bytes, above its limit of {MAX_FILE_BYTES} "
+            "bytes; nothing was written (store fewer or smaller templates, or use a second store)"
+        )
 
 
 def _write_new_file(path: Path, data: bytes, *, replace: bool) -> None:
@@ -518,12 +695,13 @@ def _read_key_file(path: Path) -> list[bytes]:
     except OSError as e:
         raise StoreError(f"cannot read key file {path}: {e.strerror}") from None
     try:
+        _check_key_file_mode(path, os.fstat(fd).st_mode)
+        _check_key_dir(path.parent)
         data = os.read(fd, 3 * KEY_BYTES)
     finally:
         os.close(fd)
     if len(data) not in (KEY_BYTES, 2 * KEY_BYTES):
         raise StoreError(f"key file {path} is not a valid faceunlock key file")
-    _warn_if_loose(path, "key file", dir_too=True)
     return [data[i : i + KEY_BYTES] for i in range(0, len(data), KEY_BYTES)]
 
 
@@ -662,7 +840,16 @@ class TemplateStore:
             written on the first write; a missing default key file is created now).
             With ``create=False`` a missing store file raises :class:`StoreError`.
         kdf_params: cost of a NEW passphrase store (:class:`Argon2idParams` or
-            :class:`ScryptParams`); an existing store's header always decides.
+            :class:`ScryptParams`); an existing store's header always decides. Costs
+            below the floor (Argon2id 19 MiB / 2 passes, scrypt N=2**17 / r=8) raise
+            :class:`StoreValueError`.
+        _allow_weak_kdf_for_tests: accept ``kdf_params`` below that floor. Only for test
+            suites that need fast KDFs; never in production.
+
+    The path is resolved once (``os.path.realpath``): a symlinked store path keeps working,
+    writes replace the link's target, and :attr:`path` is the resolved path. Directories and
+    key files that let other users read the key or replace the store raise
+    :class:`~faceunlock.errors.InsecurePermissionsError` (see ``docs/STORE.md``).
 
     At most one of ``key``, ``passphrase``, ``key_file`` may be given; with none, the
     default key file is used. Opening an existing store authenticates its header and
@@ -683,16 +870,28 @@ class TemplateStore:
         key_file: PathLike | None = None,
         create: bool = True,
         kdf_params: KdfParams | None = None,
+        _allow_weak_kdf_for_tests: bool = False,
     ) -> None:
-        self.path = Path(os.fspath(path))
-        if self.path.name in ("", ".", ".."):
+        given = Path(os.fspath(path))
+        if given.name in ("", ".", ".."):
             raise StoreValueError("store path must name a file")
+        # Resolved once, so that a symlinked path keeps naming the same file: writes replace
+        # the target (not the link) and the default key file name does not change.
+        self.path = Path(os.path.realpath(given))
+        if os.path.isdir(self.path):
+            raise StoreValueError(f"store path {self.path} is a directory; name a file in it (e.g. default.fus)")
+        self._allow_weak_kdf = bool(_allow_weak_kdf_for_tests)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._kdf_cache: dict[tuple[int, int, int, int, bytes], bytes] = {}
         exists = self.path.exists()
         if not exists and not create:
             raise StoreError(f"store file not found: {self.path}")
         self._set_source(key=key, passphrase=passphrase, key_file=key_file, kdf_params=kdf_params)
+        _check_store_dir(self.path.parent)
+        if exists:
+            _check_store_file(self.path)
+        elif self._kdf_params is not None:
+            _check_kdf_floor(self._kdf_params, self._allow_weak_kdf)
         if self._key_file is not None:
             if exists:
                 if not self._key_file.exists():
@@ -700,11 +899,12 @@ class TemplateStore:
                         f"key file is missing: {self._key_file} (the store exists; refusing to "
                         "create a new key for it — pass key_file=, key= or passphrase=)"
                     )
+                with _dir_lock(self._key_file.parent):
+                    _remove_stale_temps(self._key_file)  # a crashed creation's link to the key
                 _read_key_file(self._key_file)
             else:
                 self._ensure_key_file(self._key_file)
         if exists:
-            _warn_if_loose(self.path, "store file")
             with _flock(self._lock_path, exclusive=False):
                 data = self._read()
                 if data is not None:
@@ -764,22 +964,34 @@ class TemplateStore:
 
     @staticmethod
     def _ensure_key_file(path: Path) -> None:
-        """Create a random 256-bit key file (0600 in a 0700 dir) unless one exists."""
-        if path.exists():
-            _read_key_file(path)
-            return
-        _makedirs_private(path.parent)
+        """Create a random 256-bit key file (0600 in a 0700 dir) unless one exists.
+
+        Runs under the key directory's lock, which also removes temp files of this key file
+        left by a crashed creator (each is a hard link to a key).
+        """
         try:
-            _write_new_file(path, secrets.token_bytes(KEY_BYTES), replace=False)
-        except FileExistsError:  # another process won the race; use its key
-            _read_key_file(path)
+            _makedirs_private(path.parent)
         except OSError as e:
-            raise StoreError(f"cannot create key file {path}: {e.strerror}") from None
+            raise StoreError(f"cannot create key directory {path.parent}: {e.strerror}") from None
+        _check_key_dir(path.parent)
+        with _dir_lock(path.parent):
+            _remove_stale_temps(path)
+            if path.exists():
+                _read_key_file(path)
+                return
+            try:
+                _write_new_file(path, secrets.token_bytes(KEY_BYTES), replace=False)
+            except FileExistsError:  # another process won the race; use its key
+                _read_key_file(path)
+            except OSError as e:
+                raise StoreError(f"cannot create key file {path}: {e.strerror}") from None
 
     def _new_header(self) -> tuple[_Header, bytes]:
         """Header and master key for a store file that does not exist yet."""
         if self._passphrase is not None:
             p = self._kdf_params
+            assert p is not None
+            _check_kdf_floor(p, self._allow_weak_kdf)
             if isinstance(p, Argon2idParams):
                 h = _Header(KDF_ARGON2ID, p.memory_kib, p.iterations, p.lanes, self._new_salt)
             else:
@@ -847,7 +1059,7 @@ class TemplateStore:
         if chosen is None:
             raise _integrity()
         master, keys = chosen
-        if not hmac.compare_digest(_hmac(keys.mac, data[:-MAC_BYTES]), data[-MAC_BYTES:]):
+        if not hmac.compare_digest(_hmac(keys.mac, memoryview(data)[:-MAC_BYTES]), data[-MAC_BYTES:]):
             raise _integrity()
         return _Opened(h, data[:_HEADER_LEN], keys, master, _parse_entries(data))
 
@@ -880,8 +1092,29 @@ class TemplateStore:
             e = op.entries[tag]
             parts.append(_ENTRY.pack(e.tag, e.nonce, len(e.ct)))
             parts.append(e.ct)
-        body = b"".join(parts)
-        return body + _hmac(op.keys.mac, body)
+        mac = hmac.new(op.keys.mac, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        parts.append(mac.digest())
+        return b"".join(parts)  # one copy of the file, not two
+
+    @staticmethod
+    def _authenticate_rest(op: _Opened, done: set[bytes]) -> None:
+        """AES-GCM-check every record whose tag is not in ``done`` (without decoding it).
+
+        The whole-file MAC has already authenticated every byte; this also re-checks each
+        record's own seal (its AD binds the user tag and header), so a write never vouches
+        for a record it has not checked, at the cost of one AES-GCM pass, not a decode.
+        """
+        aes = AESGCM(op.keys.enc)
+        hb = op.header_bytes
+        for t, e in op.entries.items():
+            if t in done:
+                continue
+            try:
+                aes.decrypt(e.nonce, e.ct, hb + t)
+            except InvalidTag:
+                raise _integrity() from None
 
     def _empty(self) -> _Opened:
         h, master = self._new_header()
@@ -909,6 +1142,7 @@ class TemplateStore:
                     pass
 
     def _commit(self, op: _Opened) -> None:
+        _check_file_limits([len(e.ct) for e in op.entries.values()])  # never a file open() rejects
         data = self._serialize(op)
         self._cleanup_temps()
         try:
@@ -922,6 +1156,7 @@ class TemplateStore:
             _makedirs_private(self.path.parent)
         except OSError as e:
             raise StoreError(f"cannot create store directory {self.path.parent}: {e.strerror}") from None
+        _check_store_dir(self.path.parent)
         with _flock(self._lock_path, exclusive=True):
             yield
 
@@ -966,14 +1201,14 @@ class TemplateStore:
                 op = self._empty()
             tag = _hmac(op.keys.uid, raw)
             old = None
-            # Authenticate EVERY record before re-MACing the file: a write never vouches
-            # for bytes it has not checked.
-            for t, e in op.entries.items():
-                found, r = self._unseal(op, e)
-                if t == tag:
-                    if found != user:
-                        raise _integrity()
-                    old = r
+            e = op.entries.get(tag)
+            if e is not None:
+                found, old = self._unseal(op, e)
+                if found != user:
+                    raise _integrity()
+            # Only this user's record is decoded; every other one is AES-GCM-checked (the
+            # file MAC already covers all bytes): a write never vouches for unchecked bytes.
+            self._authenticate_rest(op, {tag})
             new = fn(old)
             if new is None:
                 if old is None:
@@ -985,6 +1220,72 @@ class TemplateStore:
                 return new
             self._commit(op)
             return new
+
+    def update_many(
+        self,
+        users: Iterable[str] | None,
+        fn: Callable[[dict[str, UserRecord | None]], Mapping[str, UserRecord | None] | None],
+    ) -> dict[str, UserRecord | None]:
+        """Atomic read-modify-write of several users: one exclusive lock, one authenticated
+        read of the file, at most one write.
+
+        ``users`` lists the users to read (``None`` = every enrolled user). Only their
+        records are decrypted and decoded; the whole file is still authenticated (file MAC)
+        and, before a write, every other record's AES-GCM seal is checked. ``fn`` gets
+        ``{user: record or None}`` (a new dict it may keep) and returns the CHANGES only,
+        ``{user: new record, or None to delete}`` (users it may change: those listed, or any
+        with ``users=None``); an empty or ``None`` result writes nothing. ``fn`` must not call
+        the store; nothing is written if it raises. Returns the records after the change
+        (for the listed users, or every user with ``users=None``).
+        """
+        wanted = None if users is None else {u: _check_user(u) for u in users}
+        with self._write_lock():
+            op = self._read_opened()
+            existed = op is not None
+            if op is None:
+                op = self._empty()
+            current: dict[str, UserRecord | None] = {}
+            done: set[bytes] = set()
+            if wanted is None:
+                for t, e in op.entries.items():
+                    found, r = self._unseal(op, e)
+                    current[found] = r
+                    done.add(t)
+            else:
+                for u, raw in wanted.items():
+                    t = _hmac(op.keys.uid, raw)
+                    e = op.entries.get(t)
+                    if e is None:
+                        current[u] = None
+                        continue
+                    found, r = self._unseal(op, e)
+                    if found != u:
+                        raise _integrity()
+                    current[u] = r
+                    done.add(t)
+            changes = fn(dict(current)) or {}
+            if not changes:
+                return current
+            sealed: dict[bytes, _Entry | None] = {}
+            for u, new in changes.items():
+                raw = _check_user(u)
+                if wanted is not None and u not in wanted:
+                    raise StoreValueError(f"update_many: {u!r} was not among the users read")
+                t = _hmac(op.keys.uid, raw)
+                sealed[t] = None if new is None else self._seal(op, raw, _encode_record(u, new))
+            self._authenticate_rest(op, done)
+            for t, ent in sealed.items():
+                if ent is None:
+                    op.entries.pop(t, None)
+                else:
+                    op.entries[t] = ent
+            current.update(changes)
+            if wanted is None:
+                current = {u: r for u, r in current.items() if r is not None}
+            if not existed and not op.entries:
+                return current
+            self._commit(op)
+            return current
 
     def put(self, user: str, record: UserRecord) -> None:
         """Store (insert or replace) the user's record; durable when this returns."""
@@ -1030,6 +1331,7 @@ class TemplateStore:
         passphrase: str | bytes | None = None,
         key_file: PathLike | None = None,
         kdf_params: KdfParams | None = None,
+        _allow_weak_kdf_for_tests: bool = False,
     ) -> None:
         """Re-seal every record under a new key, atomically (one ``os.replace``).
 
@@ -1042,13 +1344,21 @@ class TemplateStore:
 
         When the store used its default key file and no longer does, that file is deleted
         (the old key must not outlive the rekey). Explicit old key files are left to the caller.
+        Temp files of the old and new key file left by a crashed writer (copies of a key) are
+        deleted under the key directory's lock. A new passphrase's ``kdf_params`` must meet
+        the same floor as in the constructor.
         """
         old_key_file = self._key_file
-        old_state = (self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt)
+        old_state = (
+            self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt, self._allow_weak_kdf
+        )
         probe = TemplateStore.__new__(TemplateStore)
         probe.path = self.path
         probe._kdf_cache = {}
+        probe._allow_weak_kdf = bool(_allow_weak_kdf_for_tests)
         probe._set_source(key=key, passphrase=passphrase, key_file=key_file, kdf_params=kdf_params)
+        if probe._kdf_params is not None:
+            _check_kdf_floor(probe._kdf_params, probe._allow_weak_kdf)
         rotating = (
             probe._key_file is not None
             and old_key_file is not None
@@ -1066,16 +1376,23 @@ class TemplateStore:
             new_key: bytes | None = None
             if probe._key_file is not None:
                 new_key = secrets.token_bytes(KEY_BYTES)
-                _makedirs_private(probe._key_file.parent)
-                if rotating:
-                    assert op is None or len(op.master) == KEY_BYTES
-                    current = op.master if op is not None else _read_key_file(probe._key_file)[-1]
-                    _write_new_file(probe._key_file, current + new_key, replace=True)
-                else:
-                    _write_new_file(probe._key_file, new_key, replace=False)
+                try:
+                    _makedirs_private(probe._key_file.parent)
+                except OSError as e:
+                    raise StoreError(f"cannot create key directory {probe._key_file.parent}: {e.strerror}") from None
+                _check_key_dir(probe._key_file.parent)
+                with _dir_lock(probe._key_file.parent):
+                    _remove_stale_temps(probe._key_file)
+                    if rotating:
+                        assert op is None or len(op.master) == KEY_BYTES
+                        current = op.master if op is not None else _read_key_file(probe._key_file)[-1]
+                        _write_new_file(probe._key_file, current + new_key, replace=True)
+                    else:
+                        _write_new_file(probe._key_file, new_key, replace=False)
             try:
                 self._key, self._passphrase, self._key_file = probe._key, probe._passphrase, probe._key_file
                 self._kdf_params, self._new_salt = probe._kdf_params, secrets.token_bytes(SALT_BYTES)
+                self._allow_weak_kdf = probe._allow_weak_kdf
                 if new_key is not None:  # seal with the new key (the file may hold old ‖ new)
                     h = _Header(KDF_NONE, 0, 0, 0, self._new_salt)
                     keys = _subkeys(new_key, h.salt)
@@ -1089,20 +1406,25 @@ class TemplateStore:
                 if op is not None:
                     self._commit(new_op)
             except BaseException:
-                (self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt) = old_state
+                (
+                    self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt,
+                    self._allow_weak_kdf,
+                ) = old_state
                 raise
             if rotating and new_key is not None:
-                _write_new_file(probe._key_file, new_key, replace=True)  # type: ignore[arg-type]
-            if (
-                old_key_file is not None
-                and not rotating
-                and os.path.realpath(old_key_file) == os.path.realpath(default_key_path(self.path))
-            ):
-                try:
-                    os.unlink(old_key_file)
-                    _fsync_dir(old_key_file.parent)
-                except OSError:
-                    pass
+                assert probe._key_file is not None
+                with _dir_lock(probe._key_file.parent):
+                    _write_new_file(probe._key_file, new_key, replace=True)
+                    _remove_stale_temps(probe._key_file)
+            if old_key_file is not None and not rotating:
+                with _dir_lock(old_key_file.parent):
+                    if os.path.realpath(old_key_file) == os.path.realpath(default_key_path(self.path)):
+                        try:
+                            os.unlink(old_key_file)
+                            _fsync_dir(old_key_file.parent)
+                        except OSError:
+                            pass
+                    _remove_stale_temps(old_key_file)  # a crashed writer's copies of the old key
             self._new_salt = secrets.token_bytes(SALT_BYTES)
 
     def __repr__(self) -> str:

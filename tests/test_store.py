@@ -39,6 +39,8 @@ from faceunlock.store import (  # noqa: E402
 KEY = worker.KEY
 KEY2 = bytes(range(100, 132))
 CHEAP_ARGON = Argon2idParams(memory_kib=8, iterations=1, lanes=1)
+# Below the production floor, for speed: every new store made with it must opt out explicitly.
+WEAK_KDF = dict(kdf_params=CHEAP_ARGON, _allow_weak_kdf_for_tests=True)
 REPO = Path(__file__).resolve().parent.parent
 HEADER_LEN = 72
 ENTRY = struct.Struct(">32s12sI")
@@ -277,7 +279,7 @@ def test_wrong_key_and_wrong_passphrase(tmp_path: Path) -> None:
     with pytest.raises(StoreIntegrityError):
         TemplateStore(p, passphrase="pw", kdf_params=CHEAP_ARGON)
     q = tmp_path / "b.fus"
-    s = TemplateStore(q, passphrase="correct horse", kdf_params=CHEAP_ARGON)
+    s = TemplateStore(q, passphrase="correct horse", **WEAK_KDF)
     s.put("u", rec())
     before = q.read_bytes()
     assert TemplateStore(q, passphrase="correct horse").get("u") == rec()
@@ -298,7 +300,7 @@ def test_wrong_key_and_wrong_passphrase(tmp_path: Path) -> None:
 
 def test_passphrase_normalisation_and_bytes(tmp_path: Path) -> None:
     p = tmp_path / "a.fus"
-    TemplateStore(p, passphrase="caf\u00e9", kdf_params=CHEAP_ARGON).put("u", rec())
+    TemplateStore(p, passphrase="caf\u00e9", **WEAK_KDF).put("u", rec())
     assert TemplateStore(p, passphrase="cafe\u0301").users() == ["u"]  # NFD == NFC
     assert TemplateStore(p, passphrase="caf\u00e9".encode()).users() == ["u"]
 
@@ -307,19 +309,21 @@ def test_scrypt_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(store_mod, "_ARGON2_AVAILABLE", False)
     p = tmp_path / "a.fus"
     with pytest.warns(UserWarning):
-        s = TemplateStore(p, passphrase="pw", kdf_params=CHEAP_ARGON)
+        s = TemplateStore(p, passphrase="pw", **WEAK_KDF)
     s.put("u", rec())
     assert p.read_bytes()[10] == store_mod.KDF_SCRYPT
     assert TemplateStore(p, passphrase="pw").get("u") == rec()
     q = tmp_path / "b.fus"
-    TemplateStore(q, passphrase="pw", kdf_params=ScryptParams(log2_n=4, r=1, p=1)).put("u", rec())
+    TemplateStore(
+        q, passphrase="pw", kdf_params=ScryptParams(log2_n=4, r=1, p=1), _allow_weak_kdf_for_tests=True
+    ).put("u", rec())
     with pytest.raises(StoreIntegrityError):
         TemplateStore(q, passphrase="pW")
 
 
 def test_hostile_kdf_parameters_rejected_before_deriving(tmp_path: Path) -> None:
     p = tmp_path / "a.fus"
-    TemplateStore(p, passphrase="pw", kdf_params=CHEAP_ARGON).put("u", rec())
+    TemplateStore(p, passphrase="pw", **WEAK_KDF).put("u", rec())
     good = p.read_bytes()
     for off, val in ((12, 0xFFFFFFFF), (12, 1 << 21), (16, 1000), (20, 0), (20, 1000)):
         bad = bytearray(good)
@@ -572,7 +576,7 @@ def test_key_file_rotation_file_with_two_keys(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- rekey
 def test_rekey_round_trips(tmp_path: Path) -> None:
     p = tmp_path / "a.fus"
-    s = TemplateStore(p, passphrase="first pass", kdf_params=CHEAP_ARGON)
+    s = TemplateStore(p, passphrase="first pass", **WEAK_KDF)
     s.put("alice", rec(seed=1))
     s.put("bob", rec(seed=2, failures=4, locked_until=5.0, meta={"k": [1, 2]}))
     want = {u: s.get(u) for u in s.users()}
@@ -613,7 +617,7 @@ def test_rekey_round_trips(tmp_path: Path) -> None:
     with pytest.raises(StoreIntegrityError):
         TemplateStore(p, key=KEY2)
     check(TemplateStore(p, key_file=kf))
-    s.rekey(passphrase="second pass", kdf_params=CHEAP_ARGON)
+    s.rekey(passphrase="second pass", **WEAK_KDF)
     assert kf.exists()  # explicit key files are the caller's to dispose of
     with pytest.raises(StoreIntegrityError):
         TemplateStore(p, key_file=kf)
