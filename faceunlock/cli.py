@@ -116,10 +116,85 @@ def cmd_bench(args) -> int:
 # (denied, not enrolled), 2 an error (missing source, unreadable store, bad arguments).
 
 
+def _err(text: str) -> None:
+    """One line on stderr; never raises (stderr may be closed or a broken pipe)."""
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(text + "\n")
+        err.flush()
+    except Exception:
+        pass
+
+
+def _out(text: str) -> bool:
+    """Print ``text`` on stdout; never raises. A closed or broken stdout is pointed at
+    /dev/null (so the interpreter's final flush cannot fail either) and False returned:
+    the command's exit code stays what its result says."""
+    out = sys.stdout
+    if out is None:
+        return False
+    try:
+        out.write(text + "\n")
+        out.flush()
+        return True
+    except Exception:
+        _silence_stdout()
+        return False
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except Exception:
+        pass
+
+
 def _store_path(args) -> Path:
+    from .errors import StoreError
     from .store import default_store_path
 
-    return Path(args.store).expanduser() if getattr(args, "store", None) else default_store_path()
+    if getattr(args, "store", None):
+        return Path(args.store).expanduser()
+    try:
+        return default_store_path()
+    except (RuntimeError, KeyError, OSError) as exc:  # no HOME and no passwd entry
+        raise StoreError(f"cannot find the default store ({exc}): set HOME or XDG_DATA_HOME, or pass --store") from None
+
+
+def _exists(path: Path, what: str) -> bool:
+    """``path.exists()`` that turns a permission error into a one-line StoreError."""
+    from .errors import StoreError
+
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise StoreError(f"cannot access the {what} {path}: {exc.strerror or exc} "
+                         "(another user's store? run as its owner, or pass --store)") from None
+
+
+def _key_path(args, store_path: Path) -> Path:
+    from .store import default_key_path
+
+    if getattr(args, "key_file", None):
+        return Path(args.key_file).expanduser()
+    return default_key_path(store_path)
+
+
+def _check_store_path(path: Path) -> None:
+    from .errors import StoreError
+
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        raise StoreError(f"cannot access the store {path}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise StoreError(f"--store {path} is a directory: name a store file, e.g. {path / 'default.fus'}")
 
 
 def _open_store(args, *, create: bool = False):
@@ -129,11 +204,34 @@ def _open_store(args, *, create: bool = False):
     from .store import TemplateStore
 
     path = _store_path(args)
-    if not create and not path.exists():
+    _check_store_path(path)
+    if not create and not _exists(path, "store"):
         raise StoreError(f"no template store at {path}: enrol a user first (faceunlock enroll USER), "
                          "or pass --store")
-    key_file = Path(args.key_file).expanduser() if getattr(args, "key_file", None) else None
+    key_file = _key_path(args, path)
+    _exists(key_file, "key file")
     return TemplateStore(path, key_file=key_file, create=create)
+
+
+def _writable_location(path: Path, what: str) -> None:
+    """Raise StoreError unless ``path`` can be created or replaced: its nearest existing
+    directory must be writable and searchable (checked before any frame is captured)."""
+    import os
+
+    from .errors import StoreError
+
+    d = path.parent
+    try:
+        while not d.exists():
+            if d.parent == d:
+                break
+            d = d.parent
+        ok = d.is_dir() and os.access(d, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise StoreError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
+    if not ok:
+        raise StoreError(f"cannot write the {what} {path}: {d} is not a writable directory "
+                         "(pass --store/--key-file to a place you can write)")
 
 
 def _policy(args, **overrides):
@@ -174,13 +272,14 @@ def _open_source(args, **limits):
 
 
 def _emit(args, payload: dict, text: str) -> None:
-    print(json.dumps(payload, indent=1, default=str) if args.json else text)
+    """The command's result on stdout (JSON with --json); a closed stdout never raises."""
+    _out(json.dumps(payload, indent=1, default=str) if args.json else text)
 
 
 def _warn_no_liveness(args) -> None:
     if getattr(args, "no_liveness", False):
-        print("faceunlock: warning: --no-liveness: a photo or a screen showing the user's face can unlock; "
-              "use it for stills and tests only", file=sys.stderr)
+        _err("faceunlock: warning: --no-liveness: a photo or a screen showing the user's face can unlock; "
+             "use it for stills and tests only")
 
 
 class _Guide:
@@ -188,7 +287,12 @@ class _Guide:
 
     def __init__(self, needed: int, most: int, quiet: bool) -> None:
         self.needed, self.most, self.quiet = needed, most, quiet
-        self.tty = sys.stderr.isatty()
+        try:
+            self.tty = sys.stderr is not None and sys.stderr.isatty()
+        except Exception:
+            self.tty = False
+        if sys.stderr is None:
+            self.quiet = True
         self.last = None
 
     def __call__(self, accepted: int, needed: int, quality) -> None:
@@ -199,35 +303,70 @@ class _Guide:
         filled = int(round(width * min(accepted, self.most) / self.most))
         ok = "ready" if accepted >= self.needed else f"need {self.needed}"
         line = f"[{'#' * filled}{'.' * (width - filled)}] poses captured {accepted}/{self.most} ({ok}) - {advice}"
-        if self.tty:
-            print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
-        elif (accepted, quality.problem) != self.last:
-            print(line, file=sys.stderr)
+        try:
+            if self.tty:
+                print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
+            elif (accepted, quality.problem) != self.last:
+                print(line, file=sys.stderr)
+        except Exception:  # a closed stderr must not end the enrolment
+            self.quiet = True
         self.last = (accepted, quality.problem)
 
     def done(self) -> None:
         if self.tty and not self.quiet and self.last is not None:
-            print(file=sys.stderr)
+            _err("")
+
+
+def _drop_orphan_key(path: Path, key_file: Path, key_existed: bool, exc: BaseException) -> None:
+    """After a failed enrolment: remove the key file this run created when no store file
+    was written (it seals nothing); otherwise name it in the error message."""
+    from .errors import FaceUnlockError
+
+    if key_existed:
+        return
+    try:
+        if not path.exists() and key_file.is_file():
+            key_file.unlink()
+            return
+    except OSError:
+        pass
+    if isinstance(exc, FaceUnlockError) and key_file.exists():
+        exc.args = (f"{exc} (the store's key file is {key_file})",)
 
 
 def cmd_enroll(args) -> int:
-    store = _open_store(args, create=True)
-    policy = _policy(args)
-    fu = _unlocker(args, store, policy)
-    guide = _Guide(policy.enroll_min_templates, policy.enroll_max_templates, args.quiet or args.json)
-    if not (args.quiet or args.json):
-        print(f"enrolling {args.user!r} from {args.source}: look at the camera and turn your head slowly",
-              file=sys.stderr)
+    # Everything that can fail without a face is checked before the first frame is read:
+    # the store and key locations must be writable, the source must open.
+    path = _store_path(args)
+    _check_store_path(path)
+    key_file = _key_path(args, path)
+    store_existed, key_existed = _exists(path, "store"), _exists(key_file, "key file")
+    if not store_existed:
+        _writable_location(path, "store")
+    if not key_existed:
+        _writable_location(key_file, "key file")
     try:
-        with _open_source(args, max_seconds=args.seconds) as cam:
-            report = fu.enroll(args.user, cam.images(), progress=guide, append=args.append)
-    finally:
-        guide.done()
+        store = _open_store(args, create=True)
+        policy = _policy(args)
+        fu = _unlocker(args, store, policy)
+        guide = _Guide(policy.enroll_min_templates, policy.enroll_max_templates, args.quiet or args.json)
+        if not (args.quiet or args.json):
+            _err(f"enrolling {args.user!r} from {args.source}: look at the camera and turn your head slowly")
+        try:
+            with _open_source(args, max_seconds=args.seconds) as cam:
+                report = fu.enroll(args.user, cam.images(), progress=guide, append=args.append)
+        finally:
+            guide.done()
+    except BaseException as exc:
+        # A failed first enrolment leaves no store behind: a key file this run created
+        # then seals nothing, so it is removed rather than left in the key directory.
+        _drop_orphan_key(path, key_file, key_existed, exc)
+        raise
     payload = {"user": report.user, "templates": report.templates, "frames_seen": report.frames_seen,
                "frames_accepted": report.frames_accepted, "rejected": report.rejected, "poses": report.poses,
-               "store": str(store.path)}
+               "store": str(store.path), "key_file": str(key_file)}
     _emit(args, payload, f"enrolled {report.user!r}: {report.templates} templates from {report.frames_accepted} "
-          f"good frames of {report.frames_seen} (store {store.path})")
+          f"good frames of {report.frames_seen} (store {store.path}, key file {key_file})")
     return 0
 
 
@@ -274,25 +413,23 @@ def cmd_users(args) -> int:
 
     path = _store_path(args)
     rows = []
-    if path.exists():
-        store = _open_store(args)
-        policy = _policy(args)
-        for name in store.users():
-            rec = store.get(name)
-            if rec is None:
-                continue
-            locked, until = lockout_status(rec, time.time(), policy)
-            rows.append({"user": name, "templates": int(rec.templates.shape[0]), "embedder": rec.embedder,
-                         "created": rec.created, "failures": rec.failures, "locked": locked,
-                         "locked_until": until})
+    store = _open_store(args)  # a missing store is an error (exit 2), as for unlock
+    policy = _policy(args)
+    for name in store.users():
+        rec = store.get(name)
+        if rec is None:
+            continue
+        locked, until = lockout_status(rec, time.time(), policy)
+        rows.append({"user": name, "templates": int(rec.templates.shape[0]), "embedder": rec.embedder,
+                     "created": rec.created, "failures": rec.failures, "locked": locked,
+                     "locked_until": until})
     if args.json:
-        print(json.dumps({"store": str(path), "users": rows}, indent=1, default=str))
+        _out(json.dumps({"store": str(path), "users": rows}, indent=1, default=str))
     elif not rows:
-        print(f"no users enrolled (store {path})")
+        _out(f"no users enrolled (store {path})")
     else:
-        for r in rows:
-            lock = " LOCKED" if r["locked"] else ""
-            print(f"{r['user']}\t{r['templates']} templates\t{r['embedder']}\tfailures {r['failures']}{lock}")
+        _out("\n".join(f"{r['user']}\t{r['templates']} templates\t{r['embedder']}\tfailures {r['failures']}"
+                       + (" LOCKED" if r["locked"] else "") for r in rows))
     return 0
 
 
@@ -484,12 +621,23 @@ def _short_warnings() -> None:
         text = str(message)
         if text not in seen:
             seen.add(text)
-            print(f"faceunlock: warning: {text}", file=sys.stderr)
+            _err(f"faceunlock: warning: {text}")
 
     warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console entry point: returns the exit code. Every failure is one line on
+    stderr and exit 2 (FACEUNLOCK_DEBUG=1 adds the traceback); Ctrl-C is 130; a closed
+    stdout or stderr never changes a denial (1) or an error (2) into 0."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _err("faceunlock: interrupted")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     _short_warnings()
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -498,26 +646,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         from . import __version__
 
-        print(__version__)
+        _out(__version__)
         return 0
     if not getattr(args, "func", None):
-        ap.print_help()
+        try:
+            ap.print_help()
+        except Exception:
+            _silence_stdout()
         return 2
     from .errors import FaceUnlockError
 
     try:
         return int(args.func(args) or 0)
     except FaceUnlockError as exc:
-        print(f"faceunlock: error: {exc}", file=sys.stderr)
+        _err(f"faceunlock: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("faceunlock: interrupted", file=sys.stderr)
+        _err("faceunlock: interrupted")
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like
+    except BrokenPipeError:
+        # Output went to a closed pipe outside _out(): the command did not finish its
+        # report, so its result is unknown — an error, never 0.
+        _silence_stdout()
+        _err("faceunlock: error: output closed before the command finished")
+        return 2
+    except PermissionError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        _err(f"faceunlock: error: permission denied:{where} ({exc.strerror or exc})")
+        return 2
+    except ModuleNotFoundError as exc:
+        _err(f"faceunlock: error: the Python package {exc.name!r} is not installed (pip install {exc.name})")
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _err(f"faceunlock: error: {exc.strerror or exc}{where}")
+        return 2
+    except Exception as exc:  # a bug: still one line and exit 2 (never 1 = "denied")
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        if os.environ.get("FACEUNLOCK_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        _err(f"faceunlock: error: unexpected {type(exc).__name__}: {exc} (FACEUNLOCK_DEBUG=1 shows the traceback)")
+        return 2
 
 
 if __name__ == "__main__":

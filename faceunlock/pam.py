@@ -11,7 +11,10 @@ prompts. Lockouts are the store's: after 5 failed matches the user must wait, af
 only ``faceunlock reset-lockout USER`` (run by root after a password login) lifts it.
 
 Settings come from ``/etc/faceunlock/pam.conf`` (``--config``), overridden by flags on
-the PAM line::
+the PAM line. The file is parsed fail-closed: only the keys below, booleans only as
+``yes/no/true/false/on/off/1/0`` (any case), ``level`` only ``strong``/``convenience``,
+``#``/``;`` start a comment anywhere on a line; anything else is an error (exit 2, the
+file and line named on stderr and in syslog), never a default::
 
     [pam]
     store = /var/lib/faceunlock/store/default.fus
@@ -22,46 +25,78 @@ the PAM line::
     level = strong
     allow_remote = no
 
-Refused without looking at a face: a remote session (``PAM_RHOST`` set to another
-host, e.g. ssh — the camera sees whoever sits at this machine, not the remote user), a
-PAM type other than ``auth``, and, when run as root, a store or key file that is not
-owned by root or is writable (key: readable) by others. Every decision is logged to
-syslog (authpriv) without any template data. See docs/PAM.md.
+Refused without looking at a face: a remote session (``PAM_RHOST`` non-empty, ssh
+variables in this process or its ancestors, a logind session marked remote or run by
+sshd — the camera sees whoever sits at this machine, not the remote user), a PAM type
+other than ``auth``, a ``source`` that is not a camera (``/dev/videoN`` character device,
+a camera index or ``picamera``; files only with the test switch
+``FACEUNLOCK_PAM_TEST_SOURCES=1``), and, when run as root, a config file, store or key
+file (or their directories) that is not owned by root or is writable (key: readable) by
+others. Every decision is logged to syslog (authpriv) without any template data. See
+docs/PAM.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import math
 import os
+import re
 import stat
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["register", "run", "DEFAULT_CONFIG", "EXIT_GRANTED", "EXIT_DENIED", "EXIT_ERROR"]
+__all__ = ["register", "run", "remote_reason", "DEFAULT_CONFIG", "TEST_SOURCES_ENV",
+           "EXIT_GRANTED", "EXIT_DENIED", "EXIT_ERROR"]
 
 DEFAULT_CONFIG = Path("/etc/faceunlock/pam.conf")
 EXIT_GRANTED, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
-_LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "localhost.localdomain"}
+#: Test switch: when this environment variable is exactly "1", ``source`` may also be a
+#: video file, an image or a folder (the PAM tests replay recordings). Never set it on a
+#: real system: a recording of the user would then log them in.
+TEST_SOURCES_ENV = "FACEUNLOCK_PAM_TEST_SOURCES"
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+_KEYS = ("store", "key_file", "source", "seconds", "liveness", "level", "allow_remote")
+_LEVELS = ("strong", "convenience")
+_SSH_VARS = ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
+# Where the remote-session probes look (replaced by the unit tests).
+_PROC = Path("/proc")
+_SESSIONS = Path("/run/systemd/sessions")
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("pam-auth", parents=[common],
                        help="PAM helper for pam_exec.so: authenticate $PAM_USER by face (exit 0 = success)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"settings file ({DEFAULT_CONFIG})")
-    p.add_argument("--source", help="frame source (config 'source', default /dev/video0)")
+    p.add_argument("--source", help="camera: /dev/videoN, an index or picamera (config 'source', default /dev/video0)")
     p.add_argument("--seconds", type=float, help="time budget for the attempt (config 'seconds', default 5)")
     p.add_argument("--skip", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: video files
-    p.add_argument("--level", choices=["strong", "convenience"], help="match level (config 'level', default strong)")
+    p.add_argument("--level", choices=list(_LEVELS), help="match level (config 'level', default strong)")
     p.add_argument("--no-liveness", action="store_true", default=None,
                    help="skip the liveness check (tests only; a photo can then log in)")
     p.add_argument("--allow-remote", action="store_true", default=None,
-                   help="also answer when PAM_RHOST names another host (not recommended)")
+                   help="also answer in a remote session (not recommended)")
     p.set_defaults(func=run)
 
 
+def _write_stderr(text: str) -> None:
+    """Write one line to stderr; never raises (stderr may be closed or a broken pipe)."""
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(text + "\n")
+        err.flush()
+    except Exception:
+        pass
+
+
 def _log(priority: int, message: str) -> None:
+    """Syslog (authpriv) and stderr. Never raises: a PAM helper must still answer."""
     try:
         import syslog
 
@@ -69,56 +104,273 @@ def _log(priority: int, message: str) -> None:
         syslog.syslog(priority, message)
     except Exception:
         pass
-    print(f"faceunlock pam-auth: {message}", file=sys.stderr)
-
-
-def _settings(args) -> dict:
-    conf = {"source": "/dev/video0", "seconds": "5", "liveness": "yes", "level": "strong", "allow_remote": "no",
-            "store": None, "key_file": None}
-    path = Path(args.config)
-    if path.exists():
-        cp = configparser.ConfigParser()
-        try:
-            with path.open() as fh:
-                cp.read_file(fh)
-        except (OSError, configparser.Error) as exc:
-            raise _Fail(f"cannot read {path}: {exc}") from None
-        if cp.has_section("pam"):
-            for k, v in cp.items("pam"):
-                conf[k.replace("-", "_")] = v.strip()
-    flags = {"source": args.source, "seconds": args.seconds, "level": args.level,
-             "store": getattr(args, "store", None), "key_file": getattr(args, "key_file", None)}
-    for k, v in flags.items():
-        if v is not None:
-            conf[k] = v
-    if args.no_liveness:
-        conf["liveness"] = "no"
-    if args.allow_remote:
-        conf["allow_remote"] = "yes"
-    return conf
+    _write_stderr(f"faceunlock pam-auth: {message}")
 
 
 class _Fail(Exception):
     """Refuse with an error (exit 2) and log why."""
 
 
-def _yes(v) -> bool:
-    return str(v).strip().lower() in ("1", "yes", "true", "on")
+def parse_bool(value: str, where: str) -> bool:
+    """``yes/no/true/false/on/off/1/0`` (any case, surrounding blanks ignored); anything
+    else raises _Fail naming ``where``."""
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise _Fail(f"{where}: {value!r} is not a boolean (use yes/no, true/false, on/off or 1/0)")
 
 
-def _check_owner(path: Path, what: str, *, secret: bool) -> None:
-    """As root, a store or key file that someone else could have written (or read) is refused."""
+def _key_lines(text: str) -> dict[str, int]:
+    """1-based line number of each key's first line in the [pam] section (for messages)."""
+    out: dict[str, int] = {}
+    section = None
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if s.startswith("[") and "]" in s:
+            section = s[1:s.index("]")].strip()
+            continue
+        m = re.match(r"^([^=:\s#;][^=:]*?)\s*[=:]", line)
+        if m and not line[:1].isspace() and section is not None:
+            out.setdefault(f"{section}/{m.group(1).strip().lower()}", n)
+    return out
+
+
+def read_config(path: Path) -> dict:
+    """The settings of ``path`` (a pam.conf), validated; {} when the file does not exist.
+    Raises _Fail (exit 2) for anything it does not understand."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), comment_prefixes=("#", ";"),
+                                   strict=True, interpolation=None, default_section="\0no default section")
+    try:
+        cp.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        line = getattr(exc, "lineno", None)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Fail(f"{path}{f' line {line}' if line else ''}: cannot parse: {first}") from None
+    lines = _key_lines(text)
+    if cp.sections() != ["pam"]:
+        raise _Fail(f"{path}: expected exactly one section [pam], found "
+                    f"{', '.join('[' + s + ']' for s in cp.sections()) or 'none'}")
+    conf: dict = {}
+    for raw_key, value in cp.items("pam"):
+        key = raw_key.replace("-", "_")
+        where = f"{path} line {lines.get('pam/' + raw_key, '?')}: {raw_key}"
+        if key not in _KEYS:
+            raise _Fail(f"{where}: unknown setting (known: {', '.join(_KEYS)})")
+        value = value.strip()
+        if "\n" in value:
+            raise _Fail(f"{where}: a value must fit on one line")
+        if key in ("liveness", "allow_remote"):
+            conf[key] = parse_bool(value, where)
+        elif key == "level":
+            if value.lower() not in _LEVELS:
+                raise _Fail(f"{where}: {value!r} is not a level (use strong or convenience)")
+            conf[key] = value.lower()
+        elif key == "seconds":
+            conf[key] = _seconds(value, where)
+        else:
+            if not value:
+                raise _Fail(f"{where}: empty value")
+            conf[key] = value
+    return conf
+
+
+def _seconds(value, where: str) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        raise _Fail(f"{where}: {value!r} is not a number of seconds") from None
+    if not (math.isfinite(s) and 0 < s <= 600):
+        raise _Fail(f"{where}: {value!r} must be more than 0 and at most 600 seconds")
+    return s
+
+
+def _settings(args) -> dict:
+    conf = {"source": "/dev/video0", "seconds": 5.0, "liveness": True, "level": "strong", "allow_remote": False,
+            "store": None, "key_file": None}
+    path = Path(args.config)
+    _check_owner(path, "config file", secret=False, missing_ok=True)
+    conf.update(read_config(path))
+    flags = {"source": args.source, "level": args.level,
+             "store": getattr(args, "store", None), "key_file": getattr(args, "key_file", None)}
+    for k, v in flags.items():
+        if v is not None:
+            conf[k] = v
+    if args.seconds is not None:
+        conf["seconds"] = _seconds(args.seconds, "--seconds")
+    if args.no_liveness:
+        conf["liveness"] = False
+    if args.allow_remote:
+        conf["allow_remote"] = True
+    return conf
+
+
+def _check_owner(path: Path, what: str, *, secret: bool, missing_ok: bool = False) -> None:
+    """As root, a config, store or key file that someone else could have written (or
+    read) is refused, and so is its directory."""
     if os.geteuid() != 0:
         return
     for p, kind in ((path, what), (path.parent, f"directory of the {what}")):
         try:
             st = os.stat(p)
+        except FileNotFoundError:
+            if missing_ok and p == path:
+                return
+            raise _Fail(f"cannot stat the {kind} {p}: not found") from None
         except OSError as exc:
             raise _Fail(f"cannot stat the {kind} {p}: {exc.strerror}") from None
         bad = stat.S_IWGRP | stat.S_IWOTH | ((stat.S_IRGRP | stat.S_IROTH) if secret and p == path else 0)
         if st.st_uid != 0 or st.st_mode & bad:
             raise _Fail(f"refusing the {kind} {p}: it must be owned by root and not writable"
-                        f"{' or readable' if secret and p == path else ''} by others (chmod 600 / 700)")
+                        f"{' or readable' if secret and p == path else ''} by group or others "
+                        f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def _check_source(source) -> None:
+    """Only a camera may log a user in: /dev/videoN (a character device), a camera index
+    or picamera[:N]. Files, folders and anything else need the test switch."""
+    s = str(source).strip()
+    if os.environ.get(TEST_SOURCES_ENV) == "1":
+        return
+    if re.fullmatch(r"\d{1,3}", s) or re.fullmatch(r"picamera(:\d{1,2})?", s):
+        return
+    if re.fullmatch(r"/dev/video\d+", s):
+        try:
+            if stat.S_ISCHR(os.stat(s).st_mode):
+                return
+        except OSError:
+            return  # a missing camera: camera.open reports it (exit 2)
+        raise _Fail(f"source {s} is not a character device")
+    raise _Fail(f"source {s!r} is not a camera (use /dev/videoN, a camera index or picamera; "
+                f"recordings only in tests with {TEST_SOURCES_ENV}=1)")
+
+
+# ----------------------------------------------------------------------- remote sessions
+def _environ_of(pid: str) -> dict[str, str]:
+    try:
+        raw = (_PROC / pid / "environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+    return out
+
+
+def _ancestors(limit: int = 64) -> list[str]:
+    """This process and its ancestors, as pid strings (from /proc)."""
+    out, pid = [], "self"
+    for _ in range(limit):
+        try:
+            fields = (_PROC / pid / "stat").read_text().rsplit(")", 1)[1].split()
+            real = pid if pid != "self" else str(os.getpid())
+        except (OSError, IndexError):
+            break
+        out.append(real)
+        ppid = fields[1]
+        if ppid in ("0", "1") or ppid == real:
+            break
+        pid = ppid
+    return out
+
+
+def _session_file(sid: str) -> dict[str, str]:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", sid):
+        return {}
+    try:
+        text = (_SESSIONS / sid).read_text()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _session_remote(info: dict[str, str]) -> str | None:
+    if info.get("REMOTE") == "1":
+        return "REMOTE=1"
+    if "ssh" in info.get("SERVICE", "").lower():
+        return f"SERVICE={info['SERVICE']}"
+    if info.get("REMOTE_HOST"):
+        return f"REMOTE_HOST={info['REMOTE_HOST']}"
+    return None
+
+
+def remote_reason(env: dict[str, str] | None = None) -> str | None:
+    """Why this PAM call looks remote, or None when nothing says so.
+
+    Looks at: ``PAM_RHOST`` (any non-empty value, 127.0.0.1 included: an ssh tunnel ends
+    there), ``PAM_TTY`` naming ssh, the ssh variables (SSH_CONNECTION, SSH_CLIENT,
+    SSH_TTY) in this process's environment and in its ancestors' (``/proc/PID/environ``:
+    pam_exec passes only PAM variables, but sudo and su keep their caller's environment in
+    /proc), an ancestor named sshd, and every logind session that this process belongs to
+    (``XDG_SESSION_ID``, the audit session id, the cgroup's ``session-N.scope``) or that
+    owns ``PAM_TTY`` (``/run/systemd/sessions/N``: ``REMOTE=1``, a ``SERVICE`` of sshd, a
+    ``REMOTE_HOST``). See docs/PAM.md for what it cannot see.
+    """
+    env = dict(os.environ if env is None else env)
+    rhost = env.get("PAM_RHOST", "")
+    if rhost.strip():
+        return f"PAM_RHOST={rhost}"
+    tty = env.get("PAM_TTY", "").strip()
+    if tty.lower() == "ssh":
+        return "PAM_TTY=ssh"
+    for k in _SSH_VARS:
+        if env.get(k):
+            return f"{k} in the environment"
+    sessions: list[str] = []
+    for pid in _ancestors():
+        penv = env if pid == str(os.getpid()) else _environ_of(pid)
+        for k in _SSH_VARS:
+            if penv.get(k):
+                return f"{k} in the environment of pid {pid}"
+        if penv.get("XDG_SESSION_ID"):
+            sessions.append(penv["XDG_SESSION_ID"])
+        try:
+            comm = (_PROC / pid / "comm").read_text().strip()
+        except OSError:
+            comm = ""
+        if comm == "sshd" or comm.startswith("sshd-"):
+            return f"ancestor pid {pid} is sshd"
+    if env.get("XDG_SESSION_ID"):
+        sessions.insert(0, env["XDG_SESSION_ID"])
+    try:
+        audit = (_PROC / "self" / "sessionid").read_text().strip()
+        if audit and audit != "4294967295":
+            sessions.append(audit)
+    except OSError:
+        pass
+    try:
+        for line in (_PROC / "self" / "cgroup").read_text().splitlines():
+            m = re.search(r"/session-([A-Za-z0-9_.-]+)\.scope", line)
+            if m:
+                sessions.append(m.group(1))
+    except OSError:
+        pass
+    for sid in dict.fromkeys(sessions):
+        why = _session_remote(_session_file(sid))
+        if why:
+            return f"logind session {sid}: {why}"
+    if tty:
+        names = {tty, tty.removeprefix("/dev/")}
+        try:
+            entries = list(_SESSIONS.iterdir())
+        except OSError:
+            entries = []
+        for f in entries:
+            info = _session_file(f.name)
+            if info.get("TTY") in names:
+                why = _session_remote(info)
+                if why:
+                    return f"logind session {f.name} owning {tty}: {why}"
+    return None
 
 
 def run(args) -> int:
@@ -130,7 +382,6 @@ def run(args) -> int:
     user = os.environ.get("PAM_USER", "")
     pam_type = os.environ.get("PAM_TYPE", "auth")
     service = os.environ.get("PAM_SERVICE", "?")
-    rhost = os.environ.get("PAM_RHOST", "")
     try:
         if not user:
             raise _Fail("PAM_USER is not set: run from pam_exec.so (or set it by hand to test)")
@@ -138,10 +389,13 @@ def run(args) -> int:
             _log(_prio("LOG_NOTICE"), f"service={service} user={user} type={pam_type}: only 'auth' is answered; denied")
             return EXIT_DENIED
         conf = _settings(args)
-        if rhost.strip().lower() not in _LOCAL_HOSTS and not _yes(conf["allow_remote"]):
-            _log(_prio("LOG_NOTICE"), f"service={service} user={user} rhost={rhost}: remote login, the camera "
-                 "cannot see a remote user; denied")
-            return EXIT_DENIED
+        if not conf["allow_remote"]:
+            why = remote_reason()
+            if why:
+                _log(_prio("LOG_NOTICE"), f"service={service} user={user}: remote login ({why}), the camera "
+                     "cannot see a remote user; denied")
+                return EXIT_DENIED
+        _check_source(conf["source"])
         return _authenticate(args, user, service, conf)
     except _Fail as exc:
         _log(_prio("LOG_ERR"), f"service={service} user={user or '?'}: error: {exc}")
@@ -176,13 +430,10 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     key_file = Path(conf["key_file"]).expanduser() if conf.get("key_file") else default_key_path(store_path)
     _check_owner(store_path, "store", secret=False)
     _check_owner(key_file, "key file", secret=True)
-    try:
-        seconds = float(conf["seconds"])
-    except ValueError:
-        raise _Fail(f"seconds must be a number, got {conf['seconds']!r}") from None
+    seconds = conf["seconds"]
     store = TemplateStore(store_path, key_file=key_file, create=False)
     policy = Policy(level=conf["level"], timeout_s=seconds)
-    kw = {} if _yes(conf["liveness"]) else {"liveness": False}
+    kw = {} if conf["liveness"] is True else {"liveness": False}
     rec = store.get(user)
     engine = FaceEngine(threads=1, **({"embedder": rec.embedder} if rec is not None else {}))
     fu = FaceUnlock(store, engine=engine, policy=policy, **kw)

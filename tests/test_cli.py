@@ -103,9 +103,11 @@ def test_error_exit_codes(folders, store_args, tmp_path, capsys):
     assert run(store_args + ["store", "verify"], capsys)[0] == 2
 
 
-def test_users_without_store_and_doctor(store_args, capsys):
-    code, out, _ = run(store_args + ["--json", "users"], capsys)
-    assert code == 0 and json.loads(out)["users"] == []
+def test_users_without_store_and_doctor(store_args, folders, capsys):
+    # A missing store is the same error for `users` as for `unlock`: exit 2, one line.
+    code, out, err = run(store_args + ["--json", "users"], capsys)
+    code2, _, err2 = run(store_args + ["unlock", "x", "--source", str(folders["astronaut"])], capsys)
+    assert code == code2 == 2 and out == "" and err == err2 and err.startswith("faceunlock: error: no template store")
     code, out, err = run(store_args + ["--json", "doctor", "--no-camera"], capsys)
     report = json.loads(out)
     assert code == 0 and report["ok"], report
@@ -119,7 +121,13 @@ def test_doctor_flags_bad_permissions_and_tampering(folders, store_args, capsys)
     os.chmod(key, 0o644)
     code, out, _ = run(store_args + ["--json", "doctor", "--no-camera"], capsys)
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
-    assert code == 0 and checks["key file"]["status"] == "warn" and "chmod 600" in checks["key file"]["detail"]
+    # The store now refuses a key file others can read (issue 9 finding 10): doctor names it
+    # and the authentication check fails.
+    assert code == 1 and checks["key file"]["status"] == "warn" and "chmod 600" in checks["key file"]["detail"]
+    assert checks["authenticate"]["status"] == "FAIL" and "chmod 600" in checks["authenticate"]["detail"]
+    os.chmod(key, 0o600)
+    code, out, _ = run(store_args + ["--json", "doctor", "--no-camera"], capsys)
+    assert code == 0, out
     store = Path(store_args[1])
     store.write_bytes(store.read_bytes()[:-3] + b"abc")
     code, out, _ = run(store_args + ["--json", "doctor", "--no-camera"], capsys)
