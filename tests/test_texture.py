@@ -1,0 +1,101 @@
+"""faceunlock.liveness.texture: upstream's crop rule on hand-computed cases, the real score,
+lazy loading, checksum and input errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import faceunlock as fu
+from faceunlock.liveness import texture
+from faceunlock.liveness.texture import CROP_SIZE, TextureCheck, crop, crop_box, softmax, to_upstream_box
+
+
+def test_upstream_box_truncates_like_upstream():
+    assert to_upstream_box((10.9, 20.2, 29.5, 39.99)) == (10, 20, 19, 20)
+    assert to_upstream_box((-3.7, 5, 20, 30)) == (-3, 5, 24, 26)  # int() truncates toward 0
+
+
+@pytest.mark.parametrize(
+    "hw, box, scale, want",
+    [
+        # centred box, plain 2.7× scaling: w = h = 20 -> 54, centre (100, 50)
+        ((100, 200), (90, 40, 109, 59), 2.7, (73, 23, 127, 77)),
+        # left edge: shifted right by 17, not clipped
+        ((100, 200), (0, 40, 19, 59), 2.7, (0, 23, 54, 77)),
+        # frame too low for 4.0×: scale limited to (H-1)/h = 49/20, then shifted down by 4.5
+        ((50, 200), (90, 10, 109, 29), 4.0, (75, 0, 124, 49)),
+        # bottom-right corner: shifted up-left by 18
+        ((100, 100), (80, 80, 99, 99), 2.7, (45, 45, 99, 99)),
+    ],
+)
+def test_crop_box_hand_computed(hw, box, scale, want):
+    assert crop_box(hw, box, scale) == want
+
+
+def test_crop_resizes_the_inclusive_rectangle():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    c = crop(frame, (90, 40, 109, 59), 2.7)
+    assert c.shape == (CROP_SIZE, CROP_SIZE, 3) and c.dtype == np.uint8
+    import cv2
+
+    np.testing.assert_array_equal(c, cv2.resize(frame[23:78, 73:128], (CROP_SIZE, CROP_SIZE)))
+
+
+def test_crops_are_bgr_of_the_rgb_frame(astronaut, engine):
+    tc = TextureCheck()
+    box = engine.detect(astronaut)[0].box
+    before = astronaut.copy()
+    crops = tc.crops(astronaut, box)
+    np.testing.assert_array_equal(astronaut, before)
+    assert sorted(crops) == [2.7, 4.0]
+    bgr = np.ascontiguousarray(astronaut[:, :, ::-1])
+    for s, c in crops.items():
+        np.testing.assert_array_equal(c, crop(bgr, box, s))
+    # the 4.0x crop sees more context than the 2.7x one: different pixels
+    assert not np.array_equal(crops[2.7], crops[4.0])
+
+
+def test_score_is_half_the_summed_real_probability(grace_hopper, engine):
+    tc = TextureCheck(threads=1)
+    assert tc._models is None  # nothing loaded before the first score
+    box = engine.detect(grace_hopper)[0].box
+    probs = tc.scores(grace_hopper, box)
+    assert sorted(probs) == ["MiniFASNetV1SE", "MiniFASNetV2"]
+    for p in probs.values():
+        assert p.shape == (3,) and abs(p.sum() - 1) < 1e-9 and np.all(p >= 0)
+    s = tc.score(grace_hopper, box)
+    assert 0.0 <= s <= 1.0
+    assert s == pytest.approx((probs["MiniFASNetV2"][1] + probs["MiniFASNetV1SE"][1]) / 2, abs=1e-12)
+    lg = tc.logits(grace_hopper, box)
+    for k in probs:
+        np.testing.assert_allclose(softmax(lg[k]), probs[k], atol=1e-12)
+
+
+def test_softmax_stable():
+    p = softmax(np.array([1000.0, 0.0, -1000.0]))
+    assert np.all(np.isfinite(p)) and p[0] == pytest.approx(1.0)
+
+
+def test_changed_model_file_is_refused(monkeypatch, astronaut):
+    bad = tuple(dataclasses.replace(m, sha256="0" * 64) for m in texture.TEXTURE_MODELS)
+    monkeypatch.setattr(texture, "TEXTURE_MODELS", bad)
+    with pytest.raises(fu.ModelError, match="sha256"):
+        TextureCheck().score(astronaut, (176, 82, 272, 178))
+
+
+@pytest.mark.parametrize(
+    "frame, box",
+    [
+        (np.zeros((64, 64, 3), np.float32), (10, 10, 30, 30)),
+        (np.zeros((64, 64), np.uint8), (10, 10, 30, 30)),
+        (np.zeros((64, 64, 3), np.uint8), (30, 30, 28, 40)),  # no area
+        (np.zeros((64, 64, 3), np.uint8), (np.nan, 10, 30, 30)),
+    ],
+)
+def test_bad_input_raises_image_error(frame, box):
+    with pytest.raises(fu.ImageError):
+        TextureCheck().crops(frame, box)
