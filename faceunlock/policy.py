@@ -11,16 +11,25 @@ The lockout functions are pure: they take a ``UserRecord``-like object and an ex
 ``store.update(user, lambda r: record_failure(r, now, policy))``.
 
 Clocks. ``locked_until`` is absolute wall-clock time (unix seconds) so that a lockout
-survives process restarts and reboots, which a monotonic clock alone cannot do. To keep a
-clock that is set *backwards* from shortening a lockout, every judgement uses
-``effective_now = max(now, record.last_attempt)``: time never appears to run backwards
-past the latest recorded attempt, so the remaining lockout is at least what it was
-(it may get longer in wall time, never shorter). A clock set *forwards* does end a
-lockout early; that is a known limit of wall-clock lockouts, to be closed by the
-application feeding a trusted/monotonic time source (e.g. Android's
-``elapsedRealtime`` plus a boot counter) or hardware-backed rate limiting.
-A successful match re-anchors ``last_attempt`` to ``now``, and :func:`reset_lockout`
-clears it, so a clock that was once wrong in the future cannot lock a user out forever.
+survives process restarts and reboots, which a monotonic clock alone cannot do.
+
+* Judging (:func:`lockout_status`) compares ``locked_until`` with the raw ``now``: a clock
+  set *backwards* only makes a lockout last longer in wall time, never shorter.
+* A new lockout step starts at a reference time ``t`` (:func:`record_failure`). While a
+  lockout is in force on the current clock, ``t = max(now, last_attempt)``: failures
+  recorded with the clock set back still escalate from the latest attempt. Otherwise the
+  recorded ``last_attempt`` is first clamped to ``now + cap`` and the new lockout ends no
+  later than ``now + cap``, where ``cap`` is the schedule's longest finite step
+  (:attr:`Policy.longest_lockout_s`, 120 s by default; with ``permanent_after=None`` the
+  step being started). So one failure recorded under a clock a year ahead, then four at
+  the right time, lock for at most ``cap`` — not a year.
+* A clock set *forwards* does end a lockout early; that is a known limit of wall-clock
+  lockouts, to be closed by the application feeding a trusted/monotonic time source (e.g.
+  Android's ``elapsedRealtime`` plus a boot counter) or hardware-backed rate limiting.
+* Residual: a lockout step that *started* while the clock was ahead ends at that clock's
+  time plus the step (it cannot be told apart from the clock having been set back since,
+  which must not shorten a lockout); :func:`reset_lockout` clears it. A successful match
+  re-anchors ``last_attempt`` to ``now`` and :func:`reset_lockout` clears it.
 
 This module imports nothing from the store, the engine, the camera or the CLI.
 """
@@ -94,6 +103,12 @@ class Policy:
         max_frames: frames examined per unlock attempt (10).
         timeout_s: seconds per unlock attempt (3.0).
         require_challenge: require a liveness challenge (e.g. blink/turn) before accepting.
+
+    Templates:
+        adapt_templates: after a confident, live grant, the granting frame's template may
+            replace the user's least useful stored one (``faceunlock.decision.adapt_gallery``;
+            enrolment's first ``enroll_min_templates`` stay, at most ``enroll_max_templates``).
+            ``False`` keeps the enrolled templates as they are.
     """
 
     level: str = "strong"
@@ -113,6 +128,7 @@ class Policy:
     max_frames: int = 10
     timeout_s: float = 3.0
     require_challenge: bool = False
+    adapt_templates: bool = True
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> PolicyError:
@@ -168,6 +184,8 @@ class Policy:
             raise bad(f"timeout_s must be a finite number > 0 seconds, got {self.timeout_s!r}")
         if not isinstance(self.require_challenge, bool):
             raise bad(f"require_challenge must be a bool, got {self.require_challenge!r}")
+        if not isinstance(self.adapt_templates, bool):
+            raise bad(f"adapt_templates must be a bool, got {self.adapt_templates!r}")
 
     def lockout_duration(self, failures: int) -> float:
         """Lockout in seconds that starts when the ``failures``-th consecutive failure happens.
@@ -181,11 +199,32 @@ class Policy:
         step = failures // self.lockout_after - 1
         return float(self.lockout_s * self.lockout_backoff**step)
 
+    @property
+    def longest_lockout_s(self) -> float:
+        """The schedule's longest finite lockout step, seconds (120 s by default).
 
-def _effective_now(record: LockoutState, now: float) -> float:
+        ``math.inf`` when ``permanent_after`` is ``None`` (the steps grow without bound);
+        0.0 when the first lockout step is already permanent.
+        """
+        if self.permanent_after is None:
+            return math.inf
+        last = (self.permanent_after - 1) // self.lockout_after * self.lockout_after
+        return self.lockout_duration(last) if last >= self.lockout_after else 0.0
+
+
+def _check_now(now: float) -> float:
     if not math.isfinite(now):
         raise ValueError("now must be finite unix seconds")
-    return max(float(now), float(record.last_attempt or 0.0))
+    return float(now)
+
+
+def _cap_s(policy: Policy, failures: int) -> float:
+    """How far past ``now`` a lockout reference time may lie (see the module docstring):
+    the longest finite step, or with ``permanent_after=None`` the step reached at ``failures``."""
+    if policy.permanent_after is not None:
+        return max(policy.lockout_s, policy.longest_lockout_s)
+    reached = failures // policy.lockout_after * policy.lockout_after
+    return max(policy.lockout_s, policy.lockout_duration(reached))
 
 
 def _replace(record: R, **changes: Any) -> R:
@@ -200,12 +239,12 @@ def _replace(record: R, **changes: Any) -> R:
 def lockout_status(record: LockoutState, now: float, policy: Policy) -> tuple[bool, float | None]:
     """``(locked, until)``: until is unix seconds, ``math.inf`` if permanent, ``None`` if not locked.
 
-    ``now`` (unix seconds) is raised to ``record.last_attempt`` first, so a clock set back
-    cannot shorten a lockout. ``policy`` is accepted for symmetry and future rules.
+    Compares ``locked_until`` with the raw ``now`` (unix seconds): a clock set back can only
+    lengthen a lockout. ``policy`` is accepted for symmetry and future rules.
     """
     if record.permanent_lock:
         return True, math.inf
-    t = _effective_now(record, now)
+    t = _check_now(now)
     until = float(record.locked_until or 0.0)
     if until > t:
         return True, until
@@ -215,20 +254,27 @@ def lockout_status(record: LockoutState, now: float, policy: Policy) -> tuple[bo
 def record_failure(record: R, now: float, policy: Policy) -> R:
     """A new record after one failed match at ``now`` (unix seconds).
 
-    Increments ``failures``; at each ``lockout_after``-th failure sets
-    ``locked_until = effective_now + duration`` (never earlier than an existing lockout),
-    and at ``permanent_after`` sets ``permanent_lock``. Callers should check
+    Increments ``failures``; at each ``lockout_after``-th failure sets ``locked_until`` to
+    the step's end (never earlier than an existing lockout), and at ``permanent_after``
+    sets ``permanent_lock``. The step starts at ``max(now, last_attempt)`` while a lockout
+    is in force, else at ``max(now, min(last_attempt, now + cap))`` and ends by
+    ``now + cap`` (module docstring, "Clocks"). Callers should check
     :func:`lockout_status` before matching; a failure recorded during a lockout still counts.
     """
-    t = _effective_now(record, now)
+    n = _check_now(now)
     failures = int(record.failures) + 1
     duration = policy.lockout_duration(failures)
     locked_until = float(record.locked_until or 0.0)
     permanent = bool(record.permanent_lock)
+    last = float(record.last_attempt or 0.0)
+    in_force = permanent or locked_until > n
+    cap = _cap_s(policy, failures)
+    t = max(n, last) if in_force else max(n, min(last, n + cap))
     if math.isinf(duration):
         permanent = True
     elif duration > 0:
-        locked_until = max(locked_until, t + duration)
+        end = t + duration if in_force else min(t + duration, n + cap)
+        locked_until = max(locked_until, end)
     return _replace(
         record, failures=failures, locked_until=locked_until, permanent_lock=permanent, last_attempt=t
     )
@@ -240,9 +286,7 @@ def record_success(record: R, now: float) -> R:
     ``last_attempt`` is re-anchored to ``now``. A permanent lock is NOT lifted (a match
     must not even be attempted while it holds); only :func:`reset_lockout` lifts it.
     """
-    if not math.isfinite(now):
-        raise ValueError("now must be finite unix seconds")
-    return _replace(record, failures=0, locked_until=0.0, last_attempt=float(now))
+    return _replace(record, failures=0, locked_until=0.0, last_attempt=_check_now(now))
 
 
 def reset_lockout(record: R) -> R:
