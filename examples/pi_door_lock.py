@@ -23,6 +23,7 @@ fail-secure or fail-safe as fire rules require, and read the threat model in the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -112,16 +113,61 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--once", action="store_true", help="one attempt, then exit (0 opened, 1 not)")
     ap.add_argument("--no-liveness", action="store_true", help="tests only: a photo can then open the door")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        _say("pi_door_lock: interrupted")
+        return 130
+    except _Fail as exc:
+        _say(f"pi_door_lock: error: {exc}")
+        return 2
 
-    from gpiozero import LED, Button, OutputDevice
 
-    store_path = Path(args.store) if args.store else fu.store.default_store_path()
-    store = fu.TemplateStore(store_path, key_file=args.key_file, create=False)
+class _Fail(Exception):
+    """A setup problem: one line on stderr, exit 2."""
+
+
+def _say(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def _gpio(args):
+    """The relay, LED and button, or _Fail with what to do (no gpiozero, not a Pi)."""
+    try:
+        import gpiozero
+        from gpiozero import LED, Button, OutputDevice
+    except ImportError:
+        raise _Fail("the gpiozero package is not installed: sudo apt install python3-gpiozero "
+                    "(or pip install gpiozero); off a Pi, GPIOZERO_PIN_FACTORY=mock simulates the pins") from None
+    try:
+        relay = OutputDevice(args.relay_pin, active_high=True, initial_value=False)
+        led = LED(args.led_pin)
+        button = Button(args.button_pin) if args.button_pin is not None else None
+    except (gpiozero.GPIOZeroError, OSError, RuntimeError, ImportError) as exc:
+        factory = os.environ.get("GPIOZERO_PIN_FACTORY") or "the default pin factory"
+        raise _Fail(f"cannot drive the GPIO pins with {factory} ({type(exc).__name__}: {exc}); "
+                    "is this a Raspberry Pi? Off a Pi, GPIOZERO_PIN_FACTORY=mock simulates the pins") from None
+    return relay, led, button
+
+
+def _run(args) -> int:
+    import warnings
+
+    warnings.simplefilter("ignore", category=Warning)  # gpiozero's fallback chatter: the error says it
+    relay, led, button = _gpio(args)
+    try:
+        store_path = Path(args.store).expanduser() if args.store else fu.store.default_store_path()
+        if not store_path.is_file():
+            raise _Fail(f"no template store at {store_path}: enrol first (faceunlock enroll NAME --source "
+                        f"{args.source}), or pass --store")
+        store = fu.TemplateStore(store_path, key_file=args.key_file, create=False)
+    except (fu.FaceUnlockError, OSError, RuntimeError) as exc:
+        raise _Fail(str(exc)) from None
     unlocker = fu.FaceUnlock(store, engine=fu.FaceEngine(threads=1),
                              **({"liveness": False} if args.no_liveness else {}))
-    relay = OutputDevice(args.relay_pin, active_high=True, initial_value=False)
-    led = LED(args.led_pin)
-    button = Button(args.button_pin) if args.button_pin is not None else None
     door = DoorLock(unlocker, relay, led, lambda: camera.open(args.source, max_seconds=args.attempt_s),
                     user=args.user, open_s=args.open_s)
     print(f"door ready: source {args.source}, relay GPIO{args.relay_pin}, LED GPIO{args.led_pin}"
@@ -133,16 +179,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 a = door.attempt()
             except fu.CameraError as exc:
-                print(f"camera: {exc}", file=sys.stderr)
+                _say(f"camera: {exc}")
                 if args.once:
                     return 2
                 time.sleep(5)
                 continue
+            except fu.FaceUnlockError as exc:  # the store went away, was tampered with, …
+                raise _Fail(str(exc)) from None
             if args.once:
                 return 0 if a.granted else 1
             time.sleep(args.pause_s)
-    except KeyboardInterrupt:
-        return 0
     finally:
         door.close()
 

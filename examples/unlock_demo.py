@@ -27,6 +27,28 @@ from faceunlock import camera, demo
 
 
 def main() -> int:
+    """Exit 0 granted, 1 denied; every error is one line on stderr and exit 2; Ctrl-C 130."""
+    try:
+        return _main()
+    except KeyboardInterrupt:
+        _say("unlock_demo: interrupted")
+        return 130
+    except fu.FaceUnlockError as exc:  # no camera, a busy one, a bad store, …
+        _say(f"unlock_demo: error: {exc}")
+        return 2
+    except OSError as exc:
+        _say(f"unlock_demo: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return 2
+
+
+def _say(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def _main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", help="camera index, /dev/videoN, picamera, video file or image folder "
                     "(default: the first camera, else the simulated camera)")
@@ -60,8 +82,8 @@ def main() -> int:
                 cv2.waitKey(1)
 
         if args.user not in unlocker.users():
-            print(f"enrolling {args.user!r}: look at the camera and turn your head slowly")
             with camera.open(source, max_seconds=20) as cam:
+                print(f"enrolling {args.user!r}: look at the camera and turn your head slowly")
                 def frames():
                     for f in cam:
                         show(f.image, ["enrolling: turn your head slowly"])

@@ -220,6 +220,8 @@ def _writable_location(path: Path, what: str) -> None:
 
     from .errors import StoreError
 
+    import tempfile
+
     d = path.parent
     try:
         while not d.exists():
@@ -227,8 +229,13 @@ def _writable_location(path: Path, what: str) -> None:
                 break
             d = d.parent
         ok = d.is_dir() and os.access(d, os.W_OK | os.X_OK)
+        if ok:  # root passes os.access everywhere: a real probe file (removed at once)
+            fd, probe = tempfile.mkstemp(prefix=".faceunlock-probe-", dir=d)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
-        raise StoreError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot write the {what} {path}: {d}: {exc.strerror or exc} "
+                         "(pass --store/--key-file to a place you can write)") from None
     if not ok:
         raise StoreError(f"cannot write the {what} {path}: {d} is not a writable directory "
                          "(pass --store/--key-file to a place you can write)")
@@ -350,10 +357,10 @@ def cmd_enroll(args) -> int:
         policy = _policy(args)
         fu = _unlocker(args, store, policy)
         guide = _Guide(policy.enroll_min_templates, policy.enroll_max_templates, args.quiet or args.json)
-        if not (args.quiet or args.json):
-            _err(f"enrolling {args.user!r} from {args.source}: look at the camera and turn your head slowly")
         try:
             with _open_source(args, max_seconds=args.seconds) as cam:
+                if not (args.quiet or args.json):
+                    _err(f"enrolling {args.user!r} from {args.source}: look at the camera and turn your head slowly")
                 report = fu.enroll(args.user, cam.images(), progress=guide, append=args.append)
         finally:
             guide.done()

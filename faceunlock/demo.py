@@ -19,6 +19,9 @@ moved in front of the camera (a printed-photo attack). The scenes:
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -160,15 +163,53 @@ def annotate(engine: FaceEngine, frame: np.ndarray, lines: list[str]) -> np.ndar
     return bgr
 
 
-def _open_window(display: bool | None) -> str | None:
-    """A window name when a display can be used (``display`` None = when $DISPLAY is set)."""
-    if display is False or (display is None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+def _note(text: str) -> None:
+    try:
+        print(f"faceunlock: note: {text}", file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def _gui_problem() -> str | None:
+    """Why no OpenCV window can be shown here, or None when one can. Checked before
+    OpenCV's GUI (highgui) is touched: without a display a Qt/GTK build of OpenCV aborts
+    the whole process (SIGABRT) instead of raising."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+    gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.M)
+    if gui is None or gui.group(1).upper() == "NONE":
+        return "this OpenCV has no GUI (opencv-python-headless); pip install opencv-python for a window"
+    # Creating a window can abort the process (e.g. an unreachable X server): try it in a
+    # throwaway child first.
+    probe = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
+    try:
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot test the display ({exc})"
+    if r.returncode != 0:
+        return "OpenCV cannot open a window on this display (probe exit code {})".format(r.returncode)
+    return None
+
+
+def _open_window(display: bool | None, note: Callable[[str], None] = _note) -> str | None:
+    """A window name when a window can be shown, else None (text only).
+
+    ``display`` False: never; None: when one can be shown; True: asked for — when it
+    cannot be shown, ``note`` says why and the demo falls back to text."""
+    if display is False:
+        return None
+    problem = _gui_problem()
+    if problem is not None:
+        if display:
+            note(f"--display: {problem}; showing text only")
         return None
     try:
         cv2.namedWindow("faceunlock demo", cv2.WINDOW_AUTOSIZE)
         return "faceunlock demo"
-    except cv2.error:
-        return None  # opencv-python-headless has no GUI
+    except cv2.error as exc:
+        if display:
+            note(f"--display: OpenCV cannot open a window ({exc}); showing text only")
+        return None
 
 
 def run(engine: FaceEngine | None = None, say: Callable[[str], None] = print, *, display: bool | None = None) -> int:
