@@ -8,6 +8,7 @@ Composes a :class:`~faceunlock.engine.FaceEngine` (frames → templates), a
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import time
@@ -340,33 +341,40 @@ class FaceUnlock:
         ``challenge=liveness.new_challenge()`` (show ``challenge.state.prompt`` to the user
         while frames are read): the same frames feed it, and it must pass too.
 
-        Failed matches count towards the lockout (5 → 30 s, doubling each further 5,
-        permanent at 20); a grant resets the count. Lockouts are checked before any frame
-        is read. No face or a timeout without a face costs no attempt.
+        Attempt accounting (docs/STORE.md, "Attempt accounting"): before the first frame is
+        read, one store update under the exclusive lock checks the lockout AND charges the
+        attempt as a failure; a grant refunds it (the failure count is reset). So concurrent
+        attempts cannot all slip past the check, and an attempt that is interrupted (Ctrl-C,
+        SIGKILL, an exception from the frame source) stays charged. Failed matches lock the
+        user out (5 → 30 s, doubling each further 5, permanent at 20). An attempt in which no
+        face was ever seen (``NO_FACE``, ``TIMEOUT``) is refunded — nothing was compared —
+        but only if no other attempt was charged for the user meanwhile (fail closed).
         """
         t0 = time.perf_counter()
         if self.policy.require_challenge and challenge is None:
             raise FaceUnlockError("the policy requires a liveness challenge: pass challenge=Liveness().new_challenge()")
         if challenge is not None and self.liveness is None:
             raise FaceUnlockError("a challenge needs liveness on: construct FaceUnlock with liveness=True")
-        rec = self.store.get(user)
-        if rec is None:
+        now = self._clock()
+        charge = self._charge([user], now, check_embedder=True)
+        if charge.charged.get(user) is None:
+            if charge.locked.get(user) is not None:
+                return UnlockResult(False, Reason.LOCKED_OUT, None, 0, _ms(t0), 0, charge.locked[user])
             return UnlockResult(False, Reason.NOT_ENROLLED, None, 0, _ms(t0), 0, None)
-        self._check_embedder(rec)
-        locked, until = self._status(rec, self._clock())
-        if locked:
-            return UnlockResult(False, Reason.LOCKED_OUT, None, 0, _ms(t0), 0, until)
+        rec = charge.charged[user]
         best, used, hit, timed_out, verdict, cstate = self._match(
             frames, rec.templates, self.threshold, t0, fps=fps, challenge=challenge)
+        now = self._clock()
         if hit is not None:
             live_ok = verdict is None or verdict.live
             chal_ok = challenge is None or (cstate is not None and cstate.passed)
-            now = self._clock()
             if live_ok and chal_ok:
-                rec = self.store.update(user, lambda r: pol.record_success(r, now) if r else None)
-                return UnlockResult(True, Reason.GRANTED, best, used, _ms(t0), pol.attempts_left(rec, self.policy),
+                done = self._refund_grant(charge, user, now, verdict)
+                if done is None:  # removed meanwhile, or permanently locked by another attempt
+                    return UnlockResult(False, Reason.LOCKED_OUT if charge.lost.get(user) else Reason.NOT_ENROLLED,
+                                        best, used, _ms(t0), 0, math.inf if charge.lost.get(user) else None)
+                return UnlockResult(True, Reason.GRANTED, best, used, _ms(t0), pol.attempts_left(done, self.policy),
                                     None, None, verdict)
-            rec = self.store.update(user, lambda r: pol.record_failure(r, now, self.policy) if r else None)
             locked, until = self._status(rec, now)
             hint = verdict.hint if verdict is not None and not verdict.live else None
             if hint is None and not chal_ok and cstate is not None and not cstate.done and cstate.prompt is not None:
@@ -375,9 +383,8 @@ class FaceUnlock:
                                 pol.attempts_left(rec, self.policy), until if locked else None, hint, verdict)
         if best is None:
             reason = Reason.TIMEOUT if timed_out else Reason.NO_FACE
+            rec = self._refund_unseen(charge, now).get(user) or rec
             return UnlockResult(False, reason, None, used, _ms(t0), pol.attempts_left(rec, self.policy), None)
-        now = self._clock()
-        rec = self.store.update(user, lambda r: pol.record_failure(r, now, self.policy) if r else None)
         locked, until = self._status(rec, now)
         return UnlockResult(False, Reason.NO_MATCH, best, used, _ms(t0), pol.attempts_left(rec, self.policy),
                             until if locked else None)
@@ -385,36 +392,118 @@ class FaceUnlock:
     def identify(self, frames: Iterable[np.ndarray], *, fps: float | None = None) -> IdentifyResult:
         """Which enrolled user is in front of the camera (for multi-user devices).
 
-        Locked-out users are not matched; the liveness check runs as in :meth:`unlock`. A
-        failed identification (no match, or a match that fails liveness) counts as a failed
-        match for every user that could have matched, so guessing cannot bypass the lockout.
+        Candidates are the users enrolled with this engine's embedder who are not locked
+        out. Before the first frame is read, ONE store update (one authenticated read, one
+        write) charges a failed attempt to every candidate; a grant refunds only the
+        identified user. So a failed identification (no match, or a match that fails
+        liveness), and an interrupted one, counts as a failed match for every user that
+        could have matched: guessing cannot bypass the lockout. By design this means one
+        stranger locks out EVERY user with five failed tries of ``identify``; users then
+        unlock by name (:meth:`unlock`, which also fails on their lock) or after
+        :meth:`reset_lockout`. When every enrolled user is locked out the result is
+        ``LOCKED_OUT``; ``NOT_ENROLLED`` only when nobody is enrolled with this embedder.
+        An attempt in which no face was seen is refunded as in :meth:`unlock`.
         """
         t0 = time.perf_counter()
         now = self._clock()
-        names, galleries = [], []
-        for name in self.store.users():
-            rec = self.store.get(name)
-            if rec is None or rec.embedder != self.engine.embedder_spec.name:
-                continue
-            if not self._status(rec, now)[0]:
-                names.append(name)
-                galleries.append(rec.templates)
+        charge = self._charge(None, now, check_embedder=False)
+        names = sorted(u for u, r in charge.charged.items() if r is not None)
         if not names:
-            return IdentifyResult(None, Reason.NOT_ENROLLED, None, 0, _ms(t0))
-        owner = np.concatenate([np.full(len(g), i) for i, g in enumerate(galleries)])
+            return IdentifyResult(None, Reason.LOCKED_OUT if charge.locked else Reason.NOT_ENROLLED, None, 0, _ms(t0))
+        galleries = [charge.charged[u].templates for u in names]
+        owner = np.repeat(np.arange(len(names)), [len(g) for g in galleries])
         best, used, hit, timed_out, verdict, _ = self._match(
             frames, np.concatenate(galleries), self.threshold, t0, owners=owner, fps=fps)
         now = self._clock()
         if hit is not None and (verdict is None or verdict.live):
             name = names[hit]
-            self.store.update(name, lambda r: pol.record_success(r, now) if r else None)
+            if self._refund_grant(charge, name, now, verdict) is None:
+                reason = Reason.LOCKED_OUT if charge.lost.get(name) else Reason.NOT_ENROLLED
+                return IdentifyResult(None, reason, best, used, _ms(t0))
             return IdentifyResult(name, Reason.GRANTED, best, used, _ms(t0))
         if best is None:
+            self._refund_unseen(charge, now)
             return IdentifyResult(None, Reason.TIMEOUT if timed_out else Reason.NO_FACE, None, used, _ms(t0))
-        for name in names:
-            self.store.update(name, lambda r: pol.record_failure(r, now, self.policy) if r else None)
         reason = Reason.NO_MATCH if hit is None else Reason.LIVENESS_FAILED
         return IdentifyResult(None, reason, best, used, _ms(t0))
+
+    # ------------------------------------------------------------------ attempt accounting
+    def _charge(self, users: list[str] | None, now: float, *, check_embedder: bool) -> "_Charge":
+        """One exclusive store update: check each user's lockout and charge a failed attempt
+        to every user that may be tried (``users=None``: every user enrolled with this
+        engine's embedder). Nothing is written when nobody is charged."""
+        embedder = self.engine.embedder_spec.name
+        out = _Charge(now=now)
+
+        def fn(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
+            changes: dict[str, UserRecord | None] = {}
+            for u in sorted(recs):
+                r = recs[u]
+                if r is None:
+                    continue
+                if r.embedder != embedder:
+                    if check_embedder:
+                        self._check_embedder(r)  # raises: nothing is written
+                    continue
+                locked, until = self._status(r, now)
+                if locked:
+                    out.locked[u] = until
+                    continue
+                out.before[u] = r
+                changes[u] = out.charged[u] = pol.record_failure(r, now, self.policy)
+            return changes
+
+        self.store.update_many(users, fn)
+        return out
+
+    def _refund_grant(self, charge: "_Charge", user: str, now: float, verdict) -> UserRecord | None:
+        """Refund a granted user's charged attempt (``record_success``). Returns the new
+        record, or None when the user was removed meanwhile or another attempt has since
+        locked them out permanently (the grant is then withdrawn, fail closed; ``charge.lost``
+        says which). A permanent lock set by this attempt's own charge is lifted: that charge
+        is what is being refunded."""
+        mine, before = charge.charged[user], charge.before[user]
+        lost: list[bool] = []
+
+        def fn(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
+            r = recs[user]
+            if r is None:
+                return {}
+            if r.permanent_lock:
+                if before.permanent_lock or _lockout_fields(r) != _lockout_fields(mine):
+                    lost.append(True)
+                    return {}
+                r = dataclasses.replace(r, permanent_lock=False)
+            return {user: self._granted_record(r, now, verdict)}
+
+        got = self.store.update_many([user], fn)[user]
+        if lost:
+            charge.lost[user] = True
+            return None
+        return got
+
+    def _granted_record(self, rec: UserRecord, now: float, verdict) -> UserRecord:
+        """``rec`` after a grant: failure count and timed lockout cleared."""
+        return pol.record_success(rec, now)
+
+    def _refund_unseen(self, charge: "_Charge", now: float) -> dict[str, UserRecord | None]:
+        """Refund attempts in which no face was seen: each charged user whose lockout state
+        is still exactly what this attempt's charge wrote gets its pre-attempt failure count
+        and lockout back; a user charged again by another attempt meanwhile is not refunded."""
+        users = sorted(charge.charged)
+
+        def fn(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
+            changes: dict[str, UserRecord | None] = {}
+            for u in users:
+                r = recs.get(u)
+                if r is None or _lockout_fields(r) != _lockout_fields(charge.charged[u]):
+                    continue
+                b = charge.before[u]
+                changes[u] = dataclasses.replace(r, failures=b.failures, locked_until=b.locked_until,
+                                                 permanent_lock=b.permanent_lock)
+            return changes
+
+        return self.store.update_many(users, fn) if users else {}
 
     # ------------------------------------------------------------------ admin
     def users(self) -> list[str]:
@@ -459,18 +548,50 @@ def fused_score(gallery: np.ndarray, template: np.ndarray, owners: np.ndarray | 
     Averaging over several templates keeps the false-accept rate of a whole enrolment at
     or below that of a single comparison at the same threshold (the mean reaches the
     threshold only if a single comparison does), unlike the maximum, which grows with the
-    number of templates. With ``owners`` (user index per gallery row) the best user wins.
-    Returns (score, owner index; 0 without owners).
+    number of templates. With ``owners`` (an integer user index per gallery row) the best
+    user wins (the lowest index among equal scores), scored for all users in one
+    vectorised pass: rows grouped by owner (a stable sort, skipped when already grouped),
+    each group padded to a row of a (users, max rows) matrix, top ``TOP_K`` per row by
+    ``np.partition``. Returns (score, owner index; 0 without owners).
     """
     sims = gallery @ template
     if owners is None:
         return float(np.sort(sims)[::-1][:TOP_K].mean()), 0
-    best, who = -2.0, 0
-    for u in np.unique(owners):
-        s = float(np.sort(sims[owners == u])[::-1][:TOP_K].mean())
-        if s > best:
-            best, who = s, int(u)
-    return best, who
+    own = np.asarray(owners)
+    if own.shape != sims.shape or own.size == 0:
+        raise ValueError("owners must give one user index per gallery row")
+    if own.size > 1 and np.any(own[1:] < own[:-1]):
+        order = np.argsort(own, kind="stable")
+        own, sims = own[order], sims[order]
+    starts = np.flatnonzero(np.concatenate(([True], own[1:] != own[:-1])))
+    counts = np.diff(np.append(starts, own.size))
+    width = int(counts.max())
+    rows = np.repeat(np.arange(starts.size), counts)
+    cols = np.arange(own.size) - np.repeat(starts, counts)
+    grid = np.full((starts.size, width), -np.inf, dtype=np.float64)
+    grid[rows, cols] = sims
+    if width > TOP_K:
+        grid = -np.partition(-grid, TOP_K - 1, axis=1)[:, :TOP_K]
+    taken = np.minimum(counts, TOP_K)
+    means = np.where(np.isfinite(grid), grid, 0.0).sum(axis=1) / taken
+    i = int(np.argmax(means))
+    return float(means[i]), int(own[starts[i]])
+
+
+@dataclass
+class _Charge:
+    """What :meth:`FaceUnlock._charge` did: records before and after the charge, users
+    found locked (with their lockout end), and grants withdrawn by a later lock."""
+
+    now: float
+    before: dict[str, UserRecord] = field(default_factory=dict)
+    charged: dict[str, UserRecord] = field(default_factory=dict)
+    locked: dict[str, float] = field(default_factory=dict)
+    lost: dict[str, bool] = field(default_factory=dict)
+
+
+def _lockout_fields(r: UserRecord) -> tuple[int, float, bool, float]:
+    return (int(r.failures), float(r.locked_until), bool(r.permanent_lock), float(r.last_attempt))
 
 
 def _ms(t0: float) -> float:
