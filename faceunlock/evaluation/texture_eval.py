@@ -1,0 +1,398 @@
+"""Per-frame evaluation of the MiniFASNet texture check (:mod:`faceunlock.liveness.texture`).
+
+Reads the development sets next to the repository (``../shared/data``; nothing here ships
+data) and scores every sampled frame's largest face with :class:`TextureCheck`, on the box of
+faceunlock's detector as it is (``raw``) and with the box mapped towards upstream's RetinaFace
+box (``corrected``: width / 0.98, height / 0.93, centre moved up by 5 % of the new height;
+the ratios measured between the two detectors, see ``../shared/models/minifasnet/README.md``).
+
+Material (``Sample.source`` / ``Sample.label``):
+
+===================  =======================================================  ============
+source               frames                                                   label
+===================  =======================================================  ============
+``videos2``          faces-dev2/videos: 31 real-person clips                  live
+``videos1``          faces-dev/video_liveness d18–d20: 3 real-person clips    live
+``attack_videos``    faces-dev2/attacks videos: live counterparts (P03, P04,  live / replay
+                     P05 (a downloaded news clip), P07) and the 3 recorded
+                     replays (P03, P04, P05)
+``tight_crops``      faces-dev2/attacks ``stills``: face crops with little    live / replay
+                     context cut from live and replay recordings (P07–P21;    / replay?
+                     ``replay?`` = labelled fake, type not verifiable)
+``nuaa``             NUAA 203×203 face crops: live vs hand-held print          live / print
+``generator``        :mod:`faceunlock.evaluation.attacks` clips from faces-dev print / bent_print
+                     LFW portraits (one per person)                            / screen
+``silentface``       upstream's own sample stills (T1 live; F1 print, F2      live / print
+                     tablet screen), rotated upright                          / screen
+===================  =======================================================  ============
+
+Tight crops and NUAA crops are outside what the models were trained on (no context around
+the face): both their live and attack frames are expected to score "fake"; they are reported
+separately and never used to choose a threshold.
+
+**Split by person** (:func:`split_of`): :func:`faceunlock.evaluation.groups.split_half` within
+each split group — ``videos`` (faces-dev2 clips, one person per clip except MEAD M030 who has
+two; d18–d20), ``attack_pairs`` (pair ids P03–P21: the live and attack material of one person
+stay together), ``nuaa`` (subject ids) and ``lfw_dev`` (the generator's portraits, the same
+split as every other faces-dev evaluation). The Silent-Face samples (one person, upstream's
+examples) are reported in both tables as ``n/a``.
+
+Frames of videos are sampled at ``fps`` (default 5) and at most ``max_frames`` per clip,
+evenly spread. Scores are cached (``cache``) by item and settings.
+
+Run: ``python -m faceunlock.evaluation.texture_eval [--shared ../shared/data] [--cache DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..image import load_image
+from ..liveness.texture import TextureCheck
+from . import attacks as A
+from .groups import HALVES, default_shared_root, load_dev_images, split_half
+from .metrics import clopper_pearson_upper
+
+__all__ = ["Item", "Sample", "corrected_box", "items", "split_of", "score_items", "quantile_table",
+           "choose_threshold", "report", "main"]
+
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+# Which labels count as bona fide / attack when the per-frame threshold is chosen: full camera
+# frames only (tight crops and NUAA are reported, never tuned on).
+TUNE_LIVE = ("videos2", "videos1", "attack_videos")
+TUNE_ATTACK = ("attack_videos", "generator")
+# The detector-box correction towards upstream's RetinaFace box (ratios from the share's README).
+WIDTH_RATIO, HEIGHT_RATIO, CENTRE_SHIFT = 0.98, 0.93, 0.05
+
+
+@dataclass(frozen=True)
+class Item:
+    """One video, still or generated clip to score.
+
+    ``path`` is a file, or for generated clips ``generator:<kind>:<image path>``."""
+
+    source: str
+    label: str  # live | replay | replay? | print | bent_print | screen
+    person: str
+    half: str  # tuning | reporting | n/a
+    path: str
+    rotate: int = 0  # quarter turns clockwise to make the still upright
+
+
+@dataclass
+class Sample:
+    """The scores of one frame's largest face (``raw``: detector box; ``corrected``: see
+    :func:`corrected_box`). ``faces`` = faces found; 0 means not scored (scores are NaN)."""
+
+    source: str
+    label: str
+    person: str
+    half: str
+    item: str
+    frame: int
+    faces: int
+    raw: float
+    corrected: float
+    probs: list[list[float]] = field(default_factory=list)  # raw box: per model, 3 classes
+
+
+def corrected_box(box) -> tuple[float, float, float, float]:
+    """A faceunlock (BlazeFace) box mapped towards upstream's RetinaFace box: width / 0.98,
+    height / 0.93, same horizontal centre, centre moved up by 5 % of the new height."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    w, h = (x1 - x0) / WIDTH_RATIO, (y1 - y0) / HEIGHT_RATIO
+    cy -= CENTRE_SHIFT * h
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+# ----------------------------------------------------------------------------------------
+# What to score
+# ----------------------------------------------------------------------------------------
+
+_SAME_PERSON = {  # clips of one person (videos.csv notes)
+    "dreamtalk__data_style_clip_video_M030_front_neutral_level1_001": "MEAD_M030",
+    "spectre__samples_MEAD_M030_level_3_angry_016": "MEAD_M030",
+}
+
+
+def _split(group: str, persons: list[str]) -> dict[str, str]:
+    return split_half(group, persons)
+
+
+def split_of(group: str, person: str, persons: list[str]) -> str:
+    """``"tuning"`` | ``"reporting"`` of ``person`` among ``persons`` of a split group."""
+    return _split(group, persons)[person]
+
+
+def items(shared: Path, *, lfw_per_half: int = 12, kinds: tuple[str, ...] = ("print", "bent_print", "screen")
+          ) -> list[Item]:
+    """Everything to score, with person and split half. Missing folders are skipped."""
+    out: list[Item] = []
+    d2 = shared / "faces-dev2"
+    # bona fide clips: faces-dev2 videos and faces-dev d18-d20 share one split group
+    vids: list[tuple[str, Path, str]] = []
+    csv_path = d2 / "videos" / "videos.csv"
+    if csv_path.is_file():
+        for r in csv.DictReader(csv_path.open()):
+            p = d2 / r["file"]
+            vids.append(("videos2", p, _SAME_PERSON.get(p.stem, p.stem)))
+    for p in sorted((shared / "faces-dev" / "video_liveness" / "liveportrait_driving").glob("*.mp4")):
+        vids.append(("videos1", p, p.stem))
+    halves = _split("videos", [v[2] for v in vids])
+    out += [Item(src, "live", person, halves[person], str(p)) for src, p, person in vids]
+    # attacks.csv: pair ids
+    acsv = d2 / "attacks" / "attacks.csv"
+    if acsv.is_file():
+        rows = list(csv.DictReader(acsv.open()))
+        pairs = [r["pair_id"] for r in rows if r["pair_id"].startswith("P")]
+        nuaa = [r["pair_id"] for r in rows if r["pair_id"].startswith("NUAA")]
+        hp, hn = _split("attack_pairs", pairs), _split("nuaa", nuaa)
+        for r in rows:
+            pid, path = r["pair_id"], str(d2 / r["file"])
+            if pid.startswith("NUAA"):
+                out.append(Item("nuaa", r["kind"], pid, hn[pid], path))
+            elif r["media"] == "video":
+                out.append(Item("attack_videos", r["kind"], pid, hp[pid], path))
+            else:
+                out.append(Item("tight_crops", r["kind"], pid, hp[pid], path))
+    # Silent-Face samples (stored rotated 90 degrees)
+    sf = shared / "faces-dev" / "video_liveness" / "silent_face_antispoofing_samples"
+    for name, label in (("image_T1.jpg", "live"), ("image_F1.jpg", "print"), ("image_F2.jpg", "screen")):
+        if (sf / name).is_file():
+            out.append(Item("silentface", label, "silentface", "n/a", str(sf / name), rotate=1))
+    # generator: one portrait per LFW dev person, lfw_per_half persons per half
+    try:
+        lfw = load_dev_images(shared, sources=("lfw_dev",))
+    except Exception:  # noqa: BLE001 - faces-dev missing: no generator material
+        lfw = []
+    first: dict[str, object] = {}
+    for im in sorted(lfw, key=lambda i: str(i.path)):
+        first.setdefault(im.person, im)
+    for half in HALVES:
+        people = sorted((p for p, im in first.items() if im.half == half),
+                        key=lambda p: hashlib.sha256(p.encode()).hexdigest())[:lfw_per_half]
+        for p in people:
+            for k in kinds:
+                out.append(Item("generator", k, p, half, f"generator:{k}:{first[p].path}"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------
+
+
+def _video_frames(path: str, fps: float, max_frames: int) -> list[tuple[int, np.ndarray]]:
+    cap = cv2.VideoCapture(path)
+    src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    step = max(1, round(src_fps / fps))
+    want = list(range(0, n if n > 0 else 10**6, step))
+    if n > 0 and len(want) > max_frames:
+        want = [want[round(i * (len(want) - 1) / (max_frames - 1))] for i in range(max_frames)]
+    want_set = set(want)
+    out, i = [], 0
+    while len(out) < len(want):
+        ok = cap.grab()
+        if not ok:
+            break
+        if i in want_set:
+            ok, f = cap.retrieve()
+            if ok:
+                out.append((i, np.ascontiguousarray(f[:, :, ::-1])))
+        i += 1
+    cap.release()
+    return out
+
+
+def _frames_of(item: Item, fps: float, max_frames: int, n_generated: int) -> list[tuple[int, np.ndarray]]:
+    if item.path.startswith("generator:"):
+        _, kind, img_path = item.path.split(":", 2)
+        img = load_image(img_path)
+        seed = int(hashlib.sha256(item.path.encode()).hexdigest()[:8], 16)
+        rng = np.random.default_rng(seed)
+        if kind == "screen":
+            clip = A.screen_attack(img, rng, n_frames=n_generated)
+        else:
+            clip = A.print_attack(img, rng, n_frames=n_generated, bent=(kind == "bent_print"))
+        return list(enumerate(clip))
+    if item.path.lower().endswith((".mp4", ".mov", ".webm", ".avi", ".mkv")):
+        return _video_frames(item.path, fps, max_frames)
+    img = load_image(item.path)
+    if item.rotate:
+        img = np.ascontiguousarray(np.rot90(img, -item.rotate))
+    return [(0, img)]
+
+
+def _detect(engine, frame: np.ndarray, pad_tight: bool) -> list[tuple[float, float, float, float]]:
+    """Boxes of the faces in ``frame``, largest first."""
+    faces = engine.detect(frame)
+    if faces or not pad_tight:
+        return [f.box for f in faces]
+    # tight crops: give the detector some context (replicated border, 30 % of the side),
+    # then map the box back into the crop's coordinates
+    h, w = frame.shape[:2]
+    p = round(0.3 * max(h, w))
+    padded = cv2.copyMakeBorder(frame, p, p, p, p, cv2.BORDER_REPLICATE)
+    return [(f.box[0] - p, f.box[1] - p, f.box[2] - p, f.box[3] - p) for f in engine.detect(padded)]
+
+
+def score_items(its: list[Item], *, fps: float = 5.0, max_frames: int = 100, n_generated: int = 15,
+                cache: Path | None = None, say=lambda s: None) -> list[Sample]:
+    """Score every item's frames (cached per item in ``cache`` when given)."""
+    import faceunlock as fu
+
+    engine = fu.FaceEngine(threads=1)
+    tc = TextureCheck(threads=1)
+    samples: list[Sample] = []
+    t0 = time.perf_counter()
+    for k, it in enumerate(its):
+        key = hashlib.sha256(json.dumps([asdict(it), fps, max_frames, n_generated]).encode()).hexdigest()[:20]
+        cf = cache / f"{key}.json" if cache else None
+        if cf and cf.is_file():
+            samples += [Sample(**s) for s in json.loads(cf.read_text())]
+            continue
+        got = []
+        for idx, frame in _frames_of(it, fps, max_frames, n_generated):
+            boxes = _detect(engine, frame, pad_tight=it.source in ("tight_crops", "nuaa"))
+            if not boxes:
+                got.append(Sample(it.source, it.label, it.person, it.half, it.path, idx, 0, math.nan, math.nan))
+                continue
+            box = boxes[0]
+            probs = tc.scores(frame, box)
+            raw = float(np.mean([p[1] for p in probs.values()]))
+            cor = tc.score(frame, corrected_box(box))
+            got.append(Sample(it.source, it.label, it.person, it.half, it.path, idx, len(boxes), raw, cor,
+                              [[float(v) for v in p] for p in probs.values()]))
+        if cf:
+            cf.parent.mkdir(parents=True, exist_ok=True)
+            cf.write_text(json.dumps([asdict(s) for s in got]))
+        samples += got
+        say(f"[{k + 1}/{len(its)} {time.perf_counter() - t0:.0f}s] {it.source} {it.label} {Path(it.path).name}: "
+            f"{len(got)} frames, median raw {np.nanmedian([s.raw for s in got]) if got else math.nan:.3f}")
+    return samples
+
+
+# ----------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------
+
+
+def _scores(samples: list[Sample], box: str) -> np.ndarray:
+    return np.array([getattr(s, box) for s in samples if s.faces > 0], np.float64)
+
+
+def quantile_table(samples: list[Sample], box: str = "raw", threshold: float | None = None) -> str:
+    """Per source, label and half: frames scored (and without a face), persons, items, score
+    quantiles; with ``threshold``, the frames on the wrong side of it (live below, attack at
+    or above) with a 95 % Clopper-Pearson upper bound, and the items (clips/stills) whose
+    median is on the wrong side."""
+    groups: dict[tuple[str, str, str], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.source, s.label, s.half), []).append(s)
+    qh = " ".join(f"{'q' + str(round(q * 100)):>5s}" for q in QUANTILES)
+    head = f"{'source':14s} {'label':10s} {'half':9s} {'frames':>6s} {'noface':>6s} {'pers':>4s} {'items':>5s} {qh}"
+    if threshold is not None:
+        head += f"  {'wrong side (frames)':>26s} {'items':>7s}"
+    lines = [head]
+    for (src, lab, half), ss in sorted(groups.items()):
+        sc = _scores(ss, box)
+        q = " ".join(f"{v:5.3f}" for v in np.quantile(sc, QUANTILES)) if sc.size else "  (none)"
+        line = (f"{src:14s} {lab:10s} {half:9s} {sc.size:6d} {sum(1 for s in ss if s.faces == 0):6d} "
+                f"{len({s.person for s in ss}):4d} {len({s.item for s in ss}):5d} {q}")
+        if threshold is not None and sc.size:
+            live = lab == "live"
+            wrong = int(np.sum(sc < threshold) if live else np.sum(sc >= threshold))
+            by_item: dict[str, list[float]] = {}
+            for s in ss:
+                if s.faces > 0:
+                    by_item.setdefault(s.item, []).append(getattr(s, box))
+            meds = [np.median(v) for v in by_item.values()]
+            wi = sum(1 for m in meds if (m < threshold if live else m >= threshold))
+            line += (f"  {wrong:4d}/{sc.size:<5d} {100 * wrong / sc.size:5.1f}% ≤{100 * clopper_pearson_upper(wrong, sc.size):5.1f}%"
+                     f" {wi:3d}/{len(meds):<3d}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def choose_threshold(samples: list[Sample], box: str = "raw", half: str = "tuning") -> dict:
+    """The per-frame threshold from one half: bona fide = live full-frame video frames
+    (``TUNE_LIVE``), attacks = recorded replay and generator frames (``TUNE_ATTACK``). Returns the
+    equal-error threshold (the midpoint of the gap when the two sets are separated) and, for
+    reference, the thresholds that reject 1 % / 5 % of the live frames."""
+    live = _scores([s for s in samples if s.half == half and s.source in TUNE_LIVE and s.label == "live"], box)
+    att = _scores([s for s in samples if s.half == half and s.source in TUNE_ATTACK and s.label != "live"], box)
+    if not live.size or not att.size:
+        return {"threshold": math.nan, "live": int(live.size), "attack": int(att.size)}
+    cand = np.unique(np.concatenate([live, att, [0.0, 1.0]]))
+    best, best_t = (2.0, 0.0), 0.5
+    for t in cand:
+        frr, far = float(np.mean(live < t)), float(np.mean(att >= t))
+        key = (max(frr, far), -min(frr, far))
+        if key < best:
+            best, best_t = key, float(t)
+    gap = live.min() > att.max()
+    if gap:
+        best_t = float((live.min() + att.max()) / 2)
+    return {
+        "threshold": best_t,
+        "separated": bool(gap),
+        "eer": best[0],
+        "live_frames": int(live.size),
+        "attack_frames": int(att.size),
+        "live_min": float(live.min()),
+        "attack_max": float(att.max()),
+        "t_live_reject_1pct": float(np.quantile(live, 0.01)),
+        "t_live_reject_5pct": float(np.quantile(live, 0.05)),
+        "attack_accept_at_t1": float(np.mean(att >= np.quantile(live, 0.01))),
+        "attack_accept_at_t5": float(np.mean(att >= np.quantile(live, 0.05))),
+    }
+
+
+def report(samples: list[Sample]) -> str:
+    out = []
+    choice = {b: choose_threshold(samples, b) for b in ("raw", "corrected")}
+    for b in ("raw", "corrected"):
+        c = choice[b]
+        out.append(f"== box {b}: threshold chosen on the tuning half: {json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()})}")
+        out.append(quantile_table(samples, b, c["threshold"]))
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Per-frame MiniFASNet texture scores on the dev data")
+    ap.add_argument("--shared", type=Path, default=default_shared_root(), help="the shared data folder")
+    ap.add_argument("--cache", type=Path, default=None, help="cache folder for per-item scores")
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--max-frames", type=int, default=100)
+    ap.add_argument("--lfw-per-half", type=int, default=12)
+    ap.add_argument("--json", type=Path, default=None, help="write every sample here")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    its = items(args.shared, lfw_per_half=args.lfw_per_half)
+    if not its:
+        print(f"no dev data under {args.shared}", file=sys.stderr)
+        return 2
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    samples = score_items(its, fps=args.fps, max_frames=args.max_frames, cache=args.cache, say=say)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(s) for s in samples]))
+    print(report(samples))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
