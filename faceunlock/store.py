@@ -899,6 +899,7 @@ class TemplateStore:
                         f"key file is missing: {self._key_file} (the store exists; refusing to "
                         "create a new key for it — pass key_file=, key= or passphrase=)"
                     )
+                _check_key_dir(self._key_file.parent)
                 with _dir_lock(self._key_file.parent):
                     _remove_stale_temps(self._key_file)  # a crashed creation's link to the key
                 _read_key_file(self._key_file)
