@@ -43,6 +43,7 @@ __all__ = [
     "insightface_transform",
     "extract_chip_112",
     "aligned_chip",
+    "INSIGHTFACE_MAPS",
 ]
 
 _DLIB_UNIT = np.array(
@@ -231,14 +232,51 @@ def extract_chip_112(image: np.ndarray, points5: np.ndarray, size: int = INSIGHT
                           borderValue=0)
 
 
+def _insightface_variant(eyes: str, nose: int, mouth: tuple[int, int], name: str) -> FivePointMap:
+    if eyes == "contour16":
+        left, right = MESH_EYE_IMAGE_LEFT, MESH_EYE_IMAGE_RIGHT
+    elif eyes == "corners":
+        left, right = (33, 133), (263, 362)
+    else:
+        raise ValueError(eyes)
+    parts = [
+        (tuple(left), tuple(1.0 / len(left) for _ in left)),
+        (tuple(right), tuple(1.0 / len(right) for _ in right)),
+        ((nose,), (1.0,)),
+        ((mouth[0],), (1.0,)),
+        ((mouth[1],), (1.0,)),
+    ]
+    return FivePointMap(tuple(p[0] for p in parts), tuple(p[1] for p in parts), name=name)
+
+
+#: Candidate face-mesh → insightface five-point maps compared in docs/EMBEDDERS.md
+#: ("Alignment"): eye centre as the mean of the 16 contour landmarks or of the two corners;
+#: nose tip landmark 4 or 1; mouth corners at the outer lip corners (61, 291) or the inner
+#: ones (78, 308). ``"contour16-nose4-mouth61"`` is :func:`insightface_map`'s default.
+INSIGHTFACE_MAPS: dict[str, FivePointMap] = {
+    m.name: m
+    for m in (
+        _insightface_variant("contour16", 4, (61, 291), "contour16-nose4-mouth61"),
+        _insightface_variant("corners", 4, (61, 291), "corners-nose4-mouth61"),
+        _insightface_variant("contour16", 1, (61, 291), "contour16-nose1-mouth61"),
+        _insightface_variant("contour16", 4, (78, 308), "contour16-nose4-mouth78"),
+        _insightface_variant("corners", 1, (78, 308), "corners-nose1-mouth78"),
+    )
+}
+
+
 ALIGNMENTS = ("dlib-150", "insightface-112")
 
 
-def aligned_chip(image: np.ndarray, landmarks: np.ndarray, alignment: str, size: int) -> np.ndarray:
+def aligned_chip(
+    image: np.ndarray, landmarks: np.ndarray, alignment: str, size: int, five: FivePointMap | None = None
+) -> np.ndarray:
     """The chip of geometry ``alignment`` (one of :data:`ALIGNMENTS`) from (468, 2|3)
-    face-mesh landmarks in pixels of the RGB ``image``."""
+    face-mesh landmarks in pixels of the RGB ``image``. ``five`` overrides the landmark →
+    five-point map (default: the alignment's own, :func:`five_point_map` or
+    :func:`insightface_map`)."""
     if alignment == "dlib-150":
-        return extract_chip(image, five_point_map().apply(landmarks), size=size)
+        return extract_chip(image, (five or five_point_map()).apply(landmarks), size=size)
     if alignment == "insightface-112":
-        return extract_chip_112(image, insightface_map().apply(landmarks), size=size)
+        return extract_chip_112(image, (five or insightface_map()).apply(landmarks), size=size)
     raise ValueError(f"unknown alignment {alignment!r}; expected one of {ALIGNMENTS}")

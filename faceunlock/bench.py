@@ -66,7 +66,7 @@ FRAME_JPEG_QUALITY = 90
 N_ENROLLED = 20
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff"}
 STAGES = ("decode", "detect", "landmarks", "align", "embed", "match")
-TARGET_PIPELINE_MS = 20.0
+TARGET_PIPELINE_MS = 12.0  # issue 10: whole pipeline with the default embedder, one thread
 TARGET_SPEEDUP = 10.0
 TARGET_COLD_S = 1.5
 TARGET_RSS_MB = 300.0  # 300 × 10^6 bytes
@@ -136,6 +136,8 @@ class _Frame:
     dlib_ok: bool = False
     ours: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in (*STAGES, "pipeline")})
     dlib: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in (*STAGES, "pipeline")})
+    # the other embedders timed side by side in the same run: name → stage → samples
+    others: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def _unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -440,8 +442,12 @@ def run(
     blocks: int = 5,
     progress: Callable[[str], None] | None = None,
     embedder: str | None = None,
+    compare: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the report as a JSON-ready dict (see :func:`main`)."""
+    """Run the benchmark; returns the report as a JSON-ready dict (see :func:`main`).
+
+    ``compare``: other embedders whose whole pipeline is timed side by side in the same
+    blocks (default: every other shipped embedder; ``[]`` for none)."""
     if threads < 1 or repeat < 1 or cold_runs < 1:
         raise FaceUnlockError("--threads, --repeat and cold runs must be >= 1")
     say = progress or (lambda s: None)
@@ -465,6 +471,11 @@ def run(
 
     ours = _Ours(threads, embedder)
     machine["embedder"] = ours.engine.embedder_spec.name
+    if compare is None:
+        from .embed import SHIPPED_EMBEDDERS
+
+        compare = [n for n in SHIPPED_EMBEDDERS if n != machine["embedder"]]
+    others = {n: _Ours(threads, n) for n in compare if n != machine["embedder"]}
     skipped: list[dict[str, str]] = []
     timed: list[_Frame] = []
     say(f"checking {len(frames)} frame(s)")
@@ -490,14 +501,19 @@ def run(
 
     # enrolment templates (one real, the rest random) and warm-up
     ours.enrol(ours.stages(timed[0].data, None))
+    for o in others.values():
+        o.enrol(o.stages(timed[0].data, None))
+    for f in timed:
+        f.others = {n: {s: [] for s in (*STAGES, "pipeline")} for n in others}
     dlib_frames = [f for f in timed if f.dlib_ok]
     if dlib_pipe is not None and dlib_frames:
         dlib_pipe.enrol(dlib_pipe.stages(dlib_frames[0].data, None))
     say("warming up")
     for _ in range(warmup):
         for f in timed:
-            ours.stages(f.data, None)
-            ours.end_to_end(f.data, None)
+            for o in (ours, *others.values()):
+                o.stages(f.data, None)
+                o.end_to_end(f.data, None)
     for _ in range(max(1, warmup // 5)):
         for f in dlib_frames:
             dlib_pipe.stages(f.data, None)  # type: ignore[union-attr]
@@ -510,15 +526,15 @@ def run(
     try:
         for b, reps in enumerate(per_block):
             say(f"block {b + 1}/{n_blocks}")
-            order = [("ours", ours), ("dlib", dlib_pipe)]
+            order = [("ours", ours), ("dlib", dlib_pipe), *others.items()]
             if b % 2:
                 order.reverse()
             for which, pipe in order:
                 if pipe is None:
                     continue
-                todo = timed if which == "ours" else dlib_frames
+                todo = dlib_frames if which == "dlib" else timed
                 for f in todo:
-                    store = f.ours if which == "ours" else f.dlib
+                    store = f.ours if which == "ours" else f.dlib if which == "dlib" else f.others[which]
                     pipe.stages(f.data, None)  # untimed re-warm after the other pipeline ran
                     gc.collect()
                     gc.disable()
@@ -543,6 +559,15 @@ def run(
         {s: _stats([x for f in dlib_frames for x in f.dlib[s]]) for s in (*STAGES, "pipeline")}
         if dlib_pipe is not None and dlib_frames else None
     )
+    embedders = []
+    for name, pipe, get in [(machine["embedder"], ours, lambda f: f.ours),
+                            *[(n, p, (lambda f, n=n: f.others[n])) for n, p in others.items()]]:
+        st = {s: _stats([x for f in timed for x in get(f)[s]]) for s in ("align", "embed", "pipeline")}
+        spec = pipe.engine.embedder_spec
+        embedders.append({"embedder": name, "dim": spec.dim, "chip": f"{spec.alignment} {spec.input_size}²",
+                          "threshold": spec.threshold, "align_median_ms": st["align"]["median_ms"],
+                          "embed_median_ms": st["embed"]["median_ms"], "pipeline_median_ms": st["pipeline"]["median_ms"],
+                          "pipeline_p95_ms": st["pipeline"]["p95_ms"], "default": name == machine["embedder"]})
     ratio = None
     if pooled_dlib:
         # like for like: ours over the same frames dlib could time
@@ -593,6 +618,7 @@ def run(
                    for f in timed],
         "skipped": skipped,
         "stages": pooled_ours,
+        "embedders": embedders,
         "dlib_stages": pooled_dlib,
         "dlib_note": dlib_note,
         "ratio_dlib_over_ours": ratio,
@@ -663,6 +689,17 @@ def markdown(r: dict[str, Any]) -> str:
     if d:
         row += f" decode → DlibNative.template → match | **{_f(d['pipeline']['median_ms'])}** | {_f(d['pipeline']['p95_ms'])} |"
     lines.append(row)
+    if len(r.get("embedders", [])) > 1:
+        lines += ["", "### Embedders side by side (same run, same frames, alternating blocks)", "",
+                  "| embedder | chip | dim | align median | embed median | **pipeline median** | pipeline p95 |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for e in r["embedders"]:
+            lines.append(f"| {e['embedder']}{' (timed above)' if e['default'] else ''} | {e['chip']} | {e['dim']} | "
+                         f"{_f(e['align_median_ms'])} | {_f(e['embed_median_ms'])} | **{_f(e['pipeline_median_ms'])}** | "
+                         f"{_f(e['pipeline_p95_ms'])} |")
+        if d:
+            lines.append(f"| dlib-native (HOG + 5-point + ResNet, dlib C++) | dlib 150² | 128 | {_f(d['align']['median_ms'])} | "
+                         f"{_f(d['embed']['median_ms'])} | **{_f(d['pipeline']['median_ms'])}** | {_f(d['pipeline']['p95_ms'])} |")
     if r["ratio_dlib_over_ours"] is not None:
         lines += ["", f"dlib-native / faceunlock (end-to-end medians, same run): **{r['ratio_dlib_over_ours']:.1f}×**"]
     if len(r["per_frame"]) > 1:
@@ -713,6 +750,7 @@ def main(args) -> int:
         use_dlib=getattr(args, "dlib", True),
         cold_runs=getattr(args, "cold_runs", 3),
         embedder=getattr(args, "embedder", None),
+        compare=None if getattr(args, "compare", True) else [],
         progress=(lambda s: print(f"bench: {s}", file=sys.stderr, flush=True)) if getattr(args, "progress", True) else None,
     )
     if getattr(args, "json", False):

@@ -32,7 +32,9 @@ def cmd_eval_pairs(args) -> int:
 
     pair_list = P.read_pairs(args.pairs)
     reports = []
-    for name in args.embedders or [None]:  # one row per --embedder (default: the shipped one)
+    from .embed import SHIPPED_EMBEDDERS
+
+    for name in args.embedders or list(SHIPPED_EMBEDDERS):  # one row per --embedder (default: every shipped one)
         engine = FaceEngine(threads=args.threads or 1, embedder=name)
 
         def ours(path: Path, engine=engine):
@@ -73,6 +75,15 @@ def cmd_eval_pairs(args) -> int:
 def cmd_calibrate(args) -> int:
     from .evaluation import calibrate as C
 
+    if args.by_group:  # per-group FAR on the dev data's tuning/reporting halves (calibrate.by_group)
+        from .embed import SHIPPED_EMBEDDERS, resolve_embedder
+
+        specs = [resolve_embedder(args.embedder)] if args.embedder else list(SHIPPED_EMBEDDERS.values())
+        res = C.by_group(specs, args.shared, args.cache, threads=args.threads or 1)
+        print(json.dumps([r.as_dict() for r in res], indent=1) if args.json else "\n\n".join(r.text() for r in res))
+        return 0
+    if not args.roots:
+        raise SystemExit("faceunlock calibrate: give image ROOTS, or --by-group")
     engine = _engine(args)
     ts, g, i, rows = C.run(engine, args.roots, tuple(args.exclude), args.pad)
     if args.json:
@@ -579,11 +590,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dlib", dest="dlib", action="store_false", help="skip the dlib-native comparison")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--embedder", dest="embedders", action="append", default=[],
-                   help="embedder name or spec path (repeatable: one row each; default dlib-resnet-v1)")
+                   help="embedder name or spec path (repeatable: one row each; default: every shipped embedder)")
     p.set_defaults(func=cmd_eval_pairs)
 
     p = sub.add_parser("calibrate", help="similarity thresholds for target false-accept rates from labelled folders")
-    p.add_argument("roots", type=Path, nargs="+", help="folders of identity sub-folders")
+    p.add_argument("roots", type=Path, nargs="*", help="folders of identity sub-folders (not with --by-group)")
+    p.add_argument("--by-group", action="store_true",
+                   help="per-group FAR/FRR on the dev data (../shared/data) split by person into tuning and "
+                        "reporting halves; thresholds set by the worst-served group (default: every shipped embedder)")
+    p.add_argument("--shared", type=Path, help="folder holding faces-dev and faces-dev2 (with --by-group)")
+    p.add_argument("--cache", type=Path, help="cache landmarks and templates here (with --by-group)")
     _labelled_folder_options(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -601,7 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=Path, help="folder of images to time (default: a bundled 640x480 frame)")
     p.add_argument("--repeat", type=int, default=100, help="timed runs per frame")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--embedder", help="embedder name or path (default: the shipped dlib ResNet)")
+    p.add_argument("--embedder", help="embedder name or path (default: the default embedder)")
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="do not time the other shipped embedders side by side")
     p.add_argument("--no-dlib", dest="dlib", action="store_false", help="skip the dlib-native comparison")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed (default: report only)")
     p.add_argument("--cold-runs", type=int, default=3, help="fresh processes timed for the cold start (median)")
