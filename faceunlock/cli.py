@@ -102,15 +102,35 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_eval_unlock(args) -> int:
+    from .decision import DEFAULT_RULE, SINGLE_FRAME, FrameRule
+    from .engine import FaceEngine
     from .evaluation import unlock_eval
     from .policy import Policy
 
-    engine = _engine(args)
     policy = Policy(level=args.level, enroll_min_templates=args.enroll, enroll_max_templates=max(args.enroll, 5),
                     min_face_px=args.min_face_px, min_sharpness=args.min_sharpness, lockout_after=10**9, permanent_after=None)
-    r = unlock_eval.evaluate(engine, args.image_roots, enroll_k=args.enroll, policy=policy,
-                             exclude=tuple(args.exclude), pad=args.pad)
-    print(json.dumps(r.as_dict(), indent=1) if args.json else r.text())
+    engines = [FaceEngine(threads=args.threads or 1, embedder=name) for name in (args.embedders or [None])]
+    if args.dev is None and not args.image_roots:
+        print("eval-unlock: give image folders, or --dev DATA (the folder holding faces-dev and faces-dev2)", file=sys.stderr)
+        return 2
+    if args.dev is not None:
+        try:
+            rules = [FrameRule(*(int(v) for v in r.split("/"))) for r in args.rules] or [SINGLE_FRAME, DEFAULT_RULE]
+        except (TypeError, ValueError):
+            print(f"eval-unlock: --rule takes K/N with 1 <= K <= N, got {args.rules}", file=sys.stderr)
+            return 2
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
+        ev = unlock_eval.evaluate_dev(engines, args.dev, rules=rules, enroll_k=args.enroll, policy=policy,
+                                      videos=args.videos, photos=args.photos, max_windows=args.max_windows,
+                                      cache=args.cache, log=log)
+        print(json.dumps(ev.as_dict(), indent=1) if args.json else ev.text())
+        return 0
+    results = [unlock_eval.evaluate(e, args.image_roots, enroll_k=args.enroll, policy=policy,
+                                    exclude=tuple(args.exclude), pad=args.pad) for e in engines]
+    if args.json:
+        print(json.dumps([dict(r.as_dict(), embedder=e.embedder_spec.name) for r, e in zip(results, engines)], indent=1))
+    else:
+        print("\n\n".join(f"[{e.embedder_spec.name}]\n{r.text()}" for r, e in zip(results, engines)))
     return 0
 
 
@@ -603,13 +623,30 @@ def build_parser() -> argparse.ArgumentParser:
     _labelled_folder_options(p)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("eval-unlock", help="FRR and FAR per unlock attempt on labelled image folders")
-    p.add_argument("image_roots", type=Path, nargs="+", help="folders of identity sub-folders")
+    p = sub.add_parser("eval-unlock", help="FRR and FAR per unlock attempt: labelled image folders, or (--dev) "
+                                           "the dev videos and photo sets per group and source, both halves")
+    p.add_argument("image_roots", type=Path, nargs="*", help="folders of identity sub-folders")
+    p.add_argument("--dev", type=Path, metavar="DATA",
+                   help="folder holding faces-dev and faces-dev2 (e.g. ../shared/data): video attempts and photo "
+                        "sets per group and source, tuning and reporting halves, liveness verdict left out")
+    p.add_argument("--rule", dest="rules", action="append", default=[], metavar="K/N",
+                   help="frame rule to replay on the video attempts, k of the last n face frames (repeatable; "
+                        "default: 1/1 and the shipped rule)")
+    p.add_argument("--no-videos", dest="videos", action="store_false", help="--dev: skip the videos")
+    p.add_argument("--no-photos", dest="photos", action="store_false", help="--dev: skip the photo sets")
+    p.add_argument("--max-windows", type=int, default=20, help="--dev: attempts per video at most")
+    p.add_argument("--cache", type=Path, help="--dev: folder to keep templates in between runs")
+    p.add_argument("--verbose", action="store_true", help="progress on stderr")
     p.add_argument("--enroll", type=int, default=3, help="images per identity used to enrol (K)")
     p.add_argument("--level", choices=["strong", "convenience"], default="strong")
     p.add_argument("--min-face-px", type=int, default=40, help="enrolment face-size gate (the dev photos are small)")
     p.add_argument("--min-sharpness", type=float, default=15.0, help="enrolment sharpness gate (the policy default)")
-    _labelled_folder_options(p)
+    p.add_argument("--exclude", action="append", default=[], help="sub-folder name to skip (repeatable)")
+    p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--embedder", dest="embedders", action="append", default=[],
+                   help="embedder name or spec path (repeatable: reported side by side; default: the shipped one)")
     p.set_defaults(func=cmd_eval_unlock)
 
     p = sub.add_parser("bench", help="per-stage latency, cold start and memory (and dlib-native when installed)")

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from . import policy as pol
+from .decision import DEFAULT_RULE, SINGLE_FRAME, AdaptRule, FrameDecision, FrameRule, adapt_gallery
 from .detect import Face
 from .engine import FaceEngine
 from .errors import EnrollmentError, FaceUnlockError
@@ -129,6 +130,13 @@ class FaceUnlock:
             ``policy.require_challenge`` makes :meth:`unlock` require a passed challenge too.
         clock: unix-seconds clock, injectable for tests.
     """
+
+    #: When frames make a match (faceunlock.decision): None = ``DEFAULT_RULE`` (k of the
+    #: last n face frames at or above the threshold; chosen with eval-unlock on the tuning
+    #: half of the dev data) when liveness is on, the single-frame rule when it is off
+    #: (still images: a repeated frame adds no evidence, and one image must unlock).
+    frame_rule: FrameRule | None = None
+    _decision: FrameDecision | None = None  # the latest attempt's frame decision
 
     def __init__(
         self,
@@ -257,6 +265,22 @@ class FaceUnlock:
     def _status(self, rec: UserRecord, now: float) -> tuple[bool, float | None]:
         return pol.lockout_status(rec, now, self.policy)
 
+    def _adapt(self, rec: UserRecord, verdict) -> UserRecord:
+        """``rec`` after a grant, with the granting frame's template swapped in when the
+        grant was confident and live (:func:`faceunlock.decision.adapt_gallery`; off with
+        ``Policy(adapt_templates=False)``; never without a passed liveness verdict)."""
+        d = self._decision
+        if (not self.policy.adapt_templates or d is None or d.verdict is None or d.template is None
+                or rec.embedder != self.engine.embedder_spec.name):
+            return rec
+        p = self.policy
+        rule = AdaptRule(max_templates=p.enroll_max_templates, protected=min(p.enroll_min_templates, p.enroll_max_templates))
+        new = adapt_gallery(rec.templates, d.template, d.verdict.score, self.threshold,
+                            live=verdict is not None and bool(verdict.live), rule=rule, top_k=TOP_K)
+        if new is None:
+            return rec
+        return dataclasses.replace(rec, templates=new, meta={**rec.meta, "adapted": int(rec.meta.get("adapted", 0)) + 1})
+
     def _match(
         self, frames: Iterable, gallery: np.ndarray, threshold: float, t0: float, *,
         owners: np.ndarray | None = None, fps: float | None = None, challenge=None,
@@ -264,9 +288,10 @@ class FaceUnlock:
         """Read frames until a decision, the frame budget or ``policy.timeout_s`` is spent.
 
         Each frame is detected once; its template is scored against ``gallery`` (per user
-        when ``owners`` gives the user index of each row). Without liveness the first
-        matching frame decides. With liveness, reading goes on after the match until the
-        passive check (and the challenge, when given) has a verdict, within
+        when ``owners`` gives the user index of each row). A match is when
+        :attr:`frame_rule` is met (k of the last n face frames at or above the threshold,
+        for one user). Without liveness the match decides. With liveness, reading goes on
+        after the match until the passive check (and the challenge, when given) has a verdict, within
         ``max(policy.max_frames, LIVENESS_MAX_FRAMES)`` frames; landmarks and templates of
         the same frames feed it. Three clearly non-matching face frames in a row end the
         attempt early. Frames are RGB arrays or ``(timestamp_s, frame)`` pairs; bare frames
@@ -281,6 +306,8 @@ class FaceUnlock:
         best, used, hit, clear_misses = None, 0, None, 0
         lms, tpls, counts, times = [], [], [], []
         verdict, cstate, timed_out = None, None, False
+        rule = self.frame_rule or (DEFAULT_RULE if live is not None else SINGLE_FRAME)
+        decision = self._decision = FrameDecision(threshold, rule)
         for item in frames:
             t_frame = None
             if isinstance(item, tuple) and len(item) == 2:
@@ -298,14 +325,14 @@ class FaceUnlock:
                 times.append(t_frame)
                 s, k = fused_score(gallery, tpl, owners)
                 best = s if best is None else max(best, s)
-                if s >= threshold and hit is None:
+                if hit is None and decision.add(s, k, tpl).granted:  # the frame rule (decision.py)
                     hit = k
                 if hit is None:
                     clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
                     if clear_misses >= CLEAR_MISS_FRAMES:
                         break  # a confident no-match: stop early
                 elif live is None:
-                    break  # no liveness: the first matching frame decides
+                    break  # no liveness: the match decides
             if challenge is not None and not challenge.state.done:
                 cstate = challenge.feed_observation(
                     Observation(t_frame, faces[0].landmarks if faces else None, tpl, len(faces)))
@@ -484,7 +511,7 @@ class FaceUnlock:
 
     def _granted_record(self, rec: UserRecord, now: float, verdict) -> UserRecord:
         """``rec`` after a grant: failure count and timed lockout cleared."""
-        return pol.record_success(rec, now)
+        return self._adapt(pol.record_success(rec, now), verdict)
 
     def _refund_unseen(self, charge: "_Charge", now: float) -> dict[str, UserRecord | None]:
         """Refund attempts in which no face was seen: each charged user whose lockout state
