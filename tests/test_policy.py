@@ -239,3 +239,33 @@ def test_lockout_persists_across_processes(tmp_path: Path) -> None:
     s.update("alice", reset_lockout)
     got = _ask_new_process(p, key, T0 + 10**7)
     assert got == {"locked": False, "until": None, "failures": 0, "left": 5}
+
+
+def test_longest_finite_lockout_step() -> None:
+    assert P.longest_lockout_s == 120.0  # 30, 60, 120 s, then permanent at 20
+    assert Policy(permanent_after=21).longest_lockout_s == 240.0
+    assert Policy(permanent_after=5).longest_lockout_s == 0.0  # the first step is permanent
+    assert Policy(permanent_after=None).longest_lockout_s == math.inf
+
+
+@pytest.mark.parametrize("ahead", [3600.0, 365 * 86400.0])
+def test_one_failure_under_a_clock_ahead_cannot_lock_longer_than_the_longest_step(ahead) -> None:
+    # issue 9 finding 6: one failure recorded with the clock a year ahead, then four at the
+    # right time, gave a 365-day lock
+    r = record_failure(fresh(), T0 + ahead, P)
+    r = fail_n(r, 4, T0)
+    locked, until = lockout_status(r, T0, P)
+    assert locked and until <= T0 + P.longest_lockout_s
+    assert lockout_status(r, T0 + P.longest_lockout_s, P) == (False, None)
+    assert r.last_attempt <= T0 + P.longest_lockout_s  # the year-ahead time is not kept
+    # the schedule goes on normally from there
+    r = fail_n(r, 5, T0 + 1000)
+    assert lockout_status(r, T0 + 1000, P) == (True, T0 + 1000 + 60)
+
+
+def test_clock_ahead_with_an_unbounded_schedule_is_capped_by_the_step() -> None:
+    p = Policy(permanent_after=None)
+    r = fail_n(record_failure(fresh(), T0 + 365 * 86400, p), 4, T0, p)
+    locked, until = lockout_status(r, T0, p)
+    assert locked and until <= T0 + 30
+
