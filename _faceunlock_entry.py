@@ -35,7 +35,19 @@ def main() -> int:
     """Import the CLI under the early SIGINT handler, then run it with Python's own
     KeyboardInterrupt (so ``finally`` blocks release the store lock and the camera)."""
     _install()
-    from faceunlock.cli import main as cli_main
+    try:
+        from faceunlock.cli import main as cli_main
+    except Exception as exc:  # a broken install: still one line and exit 2
+        if os.environ.get("FACEUNLOCK_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        try:
+            os.write(2, f"faceunlock: error: cannot import faceunlock ({type(exc).__name__}: {exc}); "
+                        "reinstall it (FACEUNLOCK_DEBUG=1 shows the traceback)\n".encode())
+        except OSError:
+            pass
+        return 2
 
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -240,3 +240,10 @@ def test_pi_door_lock_setup_errors(enrolled, tmp_path):
     if not Path("/proc/device-tree/model").exists():  # off a Pi: the default pin factory fails
         r = _door(tmp_path, *enrolled["store"], GPIOZERO_PIN_FACTORY=None)
         assert r.returncode == 2 and "pin" in one_line(r).lower()
+
+
+def test_a_broken_install_is_one_line_exit_2():
+    """A package that cannot be imported (a half-removed install) gives one line, exit 2."""
+    broken = "import sys; sys.modules['faceunlock.cli'] = None; " + ENTRY  # the import then raises
+    r = fu("--version", code=broken)
+    assert r.returncode == 2 and "cannot import faceunlock" in one_line(r), r.stderr
