@@ -10,7 +10,8 @@ import pytest
 
 import faceunlock as fu
 from faceunlock.liveness import texture
-from faceunlock.liveness.texture import CROP_SIZE, TextureCheck, crop, crop_box, softmax, to_upstream_box
+from faceunlock.liveness.texture import (CROP_SIZE, TextureCheck, crop, crop_box, retinaface_box, softmax,
+                                         to_upstream_box)
 
 
 def test_upstream_box_truncates_like_upstream():
@@ -45,8 +46,24 @@ def test_crop_resizes_the_inclusive_rectangle():
     np.testing.assert_array_equal(c, cv2.resize(frame[23:78, 73:128], (CROP_SIZE, CROP_SIZE)))
 
 
+def test_retinaface_box():
+    x0, y0, x1, y1 = retinaface_box((100, 200, 198, 293))  # 98 x 93 px
+    assert x1 - x0 == pytest.approx(100) and y1 - y0 == pytest.approx(100)
+    assert (x0 + x1) / 2 == pytest.approx(149)
+    assert (y0 + y1) / 2 == pytest.approx(246.5 - 5)  # 5 % of the new height up
+
+
+def test_default_check_crops_around_the_corrected_box(astronaut, engine):
+    box = engine.detect(astronaut)[0].box
+    a = TextureCheck().crops(astronaut, box)
+    b = TextureCheck(correct_box=False).crops(astronaut, retinaface_box(box))
+    for s in a:
+        np.testing.assert_array_equal(a[s], b[s])
+    assert not np.array_equal(a[2.7], TextureCheck(correct_box=False).crops(astronaut, box)[2.7])
+
+
 def test_crops_are_bgr_of_the_rgb_frame(astronaut, engine):
-    tc = TextureCheck()
+    tc = TextureCheck(correct_box=False)
     box = engine.detect(astronaut)[0].box
     before = astronaut.copy()
     crops = tc.crops(astronaut, box)

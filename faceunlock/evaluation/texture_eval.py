@@ -23,7 +23,7 @@ source               frames                                                   la
 ``generator``        :mod:`faceunlock.evaluation.attacks` clips from faces-dev print / bent_print
                      LFW portraits (one per person)                            / screen
 ``silentface``       upstream's own sample stills (T1 live; F1 print, F2      live / print
-                     tablet screen), rotated upright                          / screen
+                     tablet screen), EXIF orientation applied                 / screen
 ===================  =======================================================  ============
 
 Tight crops and NUAA crops are outside what the models were trained on (no context around
@@ -58,8 +58,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import ImageError
 from ..image import load_image
-from ..liveness.texture import TextureCheck
+from ..liveness.texture import TextureCheck, retinaface_box
 from . import attacks as A
 from .groups import HALVES, default_shared_root, load_dev_images, split_half
 from .metrics import clopper_pearson_upper
@@ -72,8 +73,6 @@ QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 # frames only (tight crops and NUAA are reported, never tuned on).
 TUNE_LIVE = ("videos2", "videos1", "attack_videos")
 TUNE_ATTACK = ("attack_videos", "generator")
-# The detector-box correction towards upstream's RetinaFace box (ratios from the share's README).
-WIDTH_RATIO, HEIGHT_RATIO, CENTRE_SHIFT = 0.98, 0.93, 0.05
 
 
 @dataclass(frozen=True)
@@ -108,13 +107,8 @@ class Sample:
 
 
 def corrected_box(box) -> tuple[float, float, float, float]:
-    """A faceunlock (BlazeFace) box mapped towards upstream's RetinaFace box: width / 0.98,
-    height / 0.93, same horizontal centre, centre moved up by 5 % of the new height."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    w, h = (x1 - x0) / WIDTH_RATIO, (y1 - y0) / HEIGHT_RATIO
-    cy -= CENTRE_SHIFT * h
-    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    """:func:`faceunlock.liveness.texture.retinaface_box`."""
+    return retinaface_box(box)
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,11 +161,12 @@ def items(shared: Path, *, lfw_per_half: int = 12, kinds: tuple[str, ...] = ("pr
                 out.append(Item("attack_videos", r["kind"], pid, hp[pid], path))
             else:
                 out.append(Item("tight_crops", r["kind"], pid, hp[pid], path))
-    # Silent-Face samples (stored rotated 90 degrees)
+    # Silent-Face samples
     sf = shared / "faces-dev" / "video_liveness" / "silent_face_antispoofing_samples"
     for name, label in (("image_T1.jpg", "live"), ("image_F1.jpg", "print"), ("image_F2.jpg", "screen")):
         if (sf / name).is_file():
-            out.append(Item("silentface", label, "silentface", "n/a", str(sf / name), rotate=1))
+            # load_image applies the files' EXIF orientation (upright 480x640, as upstream's cv2.imread)
+            out.append(Item("silentface", label, "silentface", "n/a", str(sf / name)))
     # generator: one portrait per LFW dev person, lfw_per_half persons per half
     try:
         lfw = load_dev_images(shared, sources=("lfw_dev",))
@@ -255,7 +250,7 @@ def score_items(its: list[Item], *, fps: float = 5.0, max_frames: int = 100, n_g
     import faceunlock as fu
 
     engine = fu.FaceEngine(threads=1)
-    tc = TextureCheck(threads=1)
+    tc = TextureCheck(threads=1, correct_box=False)  # both boxes are made here
     samples: list[Sample] = []
     t0 = time.perf_counter()
     for k, it in enumerate(its):
@@ -265,7 +260,12 @@ def score_items(its: list[Item], *, fps: float = 5.0, max_frames: int = 100, n_g
             samples += [Sample(**s) for s in json.loads(cf.read_text())]
             continue
         got = []
-        for idx, frame in _frames_of(it, fps, max_frames, n_generated):
+        try:
+            frames = _frames_of(it, fps, max_frames, n_generated)
+        except ImageError as exc:  # e.g. a 1-byte placeholder file in the share
+            say(f"skipped unreadable {it.path}: {exc}")
+            frames = []
+        for idx, frame in frames:
             boxes = _detect(engine, frame, pad_tight=it.source in ("tight_crops", "nuaa"))
             if not boxes:
                 got.append(Sample(it.source, it.label, it.person, it.half, it.path, idx, 0, math.nan, math.nan))
