@@ -66,7 +66,7 @@ from .groups import HALVES, default_shared_root, load_dev_images, split_half
 from .metrics import clopper_pearson_upper
 
 __all__ = ["Item", "Sample", "corrected_box", "items", "split_of", "score_items", "quantile_table",
-           "choose_threshold", "report", "main"]
+           "choose_threshold", "item_medians", "report", "main"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 # Which labels count as bona fide / attack when the per-frame threshold is chosen: full camera
@@ -361,14 +361,42 @@ def choose_threshold(samples: list[Sample], box: str = "raw", half: str = "tunin
     }
 
 
+def item_medians(samples: list[Sample], box: str = "corrected") -> list[tuple[str, str, str, str, int, float, float]]:
+    """(source, label, half, item, frames, median, min-or-max) per item: the minimum for live
+    items, the maximum for attacks (the frame nearest to the wrong side)."""
+    by: dict[tuple[str, str, str, str], list[float]] = {}
+    for s in samples:
+        if s.faces > 0:
+            by.setdefault((s.source, s.label, s.half, s.item), []).append(getattr(s, box))
+    out = []
+    for (src, lab, half, item), v in sorted(by.items()):
+        a = np.array(v)
+        out.append((src, lab, half, item, a.size, float(np.median(a)), float(a.min() if lab == "live" else a.max())))
+    return out
+
+
 def report(samples: list[Sample]) -> str:
+    """Both boxes' tables with the threshold chosen on the tuning half, then the full-frame
+    items whose median is on the wrong side of the default (corrected) box's threshold."""
     out = []
     choice = {b: choose_threshold(samples, b) for b in ("raw", "corrected")}
     for b in ("raw", "corrected"):
         c = choice[b]
-        out.append(f"== box {b}: threshold chosen on the tuning half: {json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()})}")
+        tag = " (TextureCheck's default)" if b == "corrected" else ""
+        out.append(f"== box {b}{tag}: threshold chosen on the tuning half: "
+                   + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()}))
         out.append(quantile_table(samples, b, c["threshold"]))
         out.append("")
+    t = choice["corrected"]["threshold"]
+    out.append(f"== full-frame items (box corrected) whose median is on the wrong side of {t:.4f}, "
+               "and live items with any frame below it")
+    for src, lab, half, item, n, med, edge in item_medians(samples, "corrected"):
+        if src not in ("videos1", "videos2", "attack_videos", "generator", "silentface"):
+            continue
+        live = lab == "live"
+        if (live and edge < t) or (not live and med >= t):
+            out.append(f"  {src:13s} {lab:10s} {half:9s} {Path(item).name[:60]:60s} frames {n:3d} "
+                       f"median {med:.3f} {'min' if live else 'max'} {edge:.3f}")
     return "\n".join(out)
 
 
