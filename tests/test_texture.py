@@ -140,3 +140,22 @@ def test_texture_eval_split_keeps_each_person_on_one_side():
         got = {(it.source, it.label == "live") for it in its if it.half == half}
         assert {("videos2", True), ("attack_videos", True), ("attack_videos", False), ("generator", False),
                 ("nuaa", True), ("nuaa", False), ("tight_crops", True), ("tight_crops", False)} <= got
+
+
+def test_texture_eval_threshold_and_table_on_synthetic_scores():
+    from faceunlock.evaluation.texture_eval import Sample, choose_threshold, quantile_table
+
+    def s(src, label, half, v, item="x"):
+        return Sample(src, label, "p-" + item, half, item, 0, 1, v, v)
+
+    live = [s("videos2", "live", "tuning", v, f"l{i}") for i, v in enumerate([0.6, 0.7, 0.9, 0.95, 1.0])]
+    att = [s("generator", "print", "tuning", v, f"a{i}") for i, v in enumerate([0.0, 0.1, 0.2, 0.3])]
+    other = [s("tight_crops", "live", "tuning", 0.0), s("videos2", "live", "reporting", 0.0)]  # never tuned on
+    c = choose_threshold(live + att + other, "raw")
+    assert c["separated"] and c["threshold"] == pytest.approx(0.45) and c["eer"] == 0.0
+    att.append(s("generator", "screen", "tuning", 0.8, "a9"))  # one attack above two live frames
+    c = choose_threshold(live + att, "raw")
+    assert not c["separated"] and c["eer"] == pytest.approx(0.2)
+    table = quantile_table(live + att, "raw", threshold=0.75)
+    row = next(line for line in table.splitlines() if line.startswith("videos2"))
+    assert "2/5" in row  # 0.6 and 0.7 are below 0.75
