@@ -665,10 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live with their own modules (each module's register() adds its
     # sub-parsers; keep those modules light to import).
     from .liveness import cli as liveness_cli
-    from . import models_cli
+    from . import bench_store, models_cli
 
     liveness_cli.register(sub)
     models_cli.register(sub)
+    bench_store.register(sub)
     _add_device_commands(sub)
     return ap
 

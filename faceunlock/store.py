@@ -1093,11 +1093,8 @@ class TemplateStore:
             e = op.entries[tag]
             parts.append(_ENTRY.pack(e.tag, e.nonce, len(e.ct)))
             parts.append(e.ct)
-        mac = hmac.new(op.keys.mac, digestmod=hashlib.sha256)
-        for part in parts:
-            mac.update(part)
-        parts.append(mac.digest())
-        return b"".join(parts)  # one copy of the file, not two
+        body = b"".join(parts)
+        return body + _hmac(op.keys.mac, body)
 
     @staticmethod
     def _authenticate_rest(op: _Opened, done: set[bytes]) -> None:

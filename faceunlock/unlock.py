@@ -592,15 +592,17 @@ def fused_score(gallery: np.ndarray, template: np.ndarray, owners: np.ndarray | 
         own, sims = own[order], sims[order]
     starts = np.flatnonzero(np.concatenate(([True], own[1:] != own[:-1])))
     counts = np.diff(np.append(starts, own.size))
-    width = int(counts.max())
-    rows = np.repeat(np.arange(starts.size), counts)
-    cols = np.arange(own.size) - np.repeat(starts, counts)
-    grid = np.full((starts.size, width), -np.inf, dtype=np.float64)
-    grid[rows, cols] = sims
+    users, width = starts.size, int(counts.max())
+    if int(counts.min()) == width:  # every user has the same number of templates
+        grid = sims.reshape(users, width)
+    else:
+        grid = np.full((users, width), -np.inf, dtype=sims.dtype)
+        flat = np.arange(own.size) + np.repeat(np.arange(users) * width - starts, counts)
+        grid.ravel()[flat] = sims
     if width > TOP_K:
-        grid = -np.partition(-grid, TOP_K - 1, axis=1)[:, :TOP_K]
+        grid = np.partition(grid, width - TOP_K, axis=1)[:, width - TOP_K :]
     taken = np.minimum(counts, TOP_K)
-    means = np.where(np.isfinite(grid), grid, 0.0).sum(axis=1) / taken
+    means = np.where(np.isneginf(grid), 0.0, grid).sum(axis=1, dtype=np.float64) / taken
     i = int(np.argmax(means))
     return float(means[i]), int(own[starts[i]])
 

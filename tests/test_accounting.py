@@ -305,3 +305,14 @@ def test_fused_score_is_one_pass_not_a_loop_over_users():
         return min(times)
 
     assert best_of(_fused_score_loop, 3) >= 5 * best_of(fused_score)
+
+
+def test_bench_store_runs_on_a_real_store(tmp_path):
+    from faceunlock.bench_store import run
+
+    rows = run([1, 30], templates=5, repeat=1, parent=tmp_path)
+    assert [r["users"] for r in rows] == [1, 30]
+    for r in rows:
+        assert r["identify_charge_reads_writes"] == [1, 1]
+        assert r["unlock_store_ms"] > 0 and r["identify_match_ms_per_frame"] > 0
+    assert list(tmp_path.iterdir()) == []  # temporary stores and keys removed
