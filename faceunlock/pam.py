@@ -80,6 +80,9 @@ def register(sub, common) -> None:
                    help="skip the liveness check (tests only; a photo can then log in)")
     p.add_argument("--allow-remote", action="store_true", default=None,
                    help="also answer in a remote session (not recommended)")
+    p.add_argument("--challenge", action="store_true",
+                   help="step-up: also answer 2-3 random prompts (turn, look up, blink), printed on stdout "
+                        "(pam_exec's 'stdout' option shows them); the budget grows to cover them")
     p.set_defaults(func=run)
 
 
@@ -197,6 +200,9 @@ def _settings(args) -> dict:
             "store": None, "key_file": None}
     path = Path(args.config)
     _check_owner(path, "config file", secret=False, missing_ok=True)
+    real = Path(os.path.realpath(path))
+    if real != path:  # a symlink: the directory of its target counts too
+        _check_owner(real, "config file", secret=False, missing_ok=True)
     conf.update(read_config(path))
     flags = {"source": args.source, "level": args.level,
              "store": getattr(args, "store", None), "key_file": getattr(args, "key_file", None)}
@@ -317,8 +323,8 @@ def remote_reason(env: dict[str, str] | None = None) -> str | None:
     """
     env = dict(os.environ if env is None else env)
     rhost = env.get("PAM_RHOST", "")
-    if rhost.strip():
-        return f"PAM_RHOST={rhost}"
+    if rhost:  # any value at all, blanks included
+        return f"PAM_RHOST={rhost!r}"
     tty = env.get("PAM_TTY", "").strip()
     if tty.lower() == "ssh":
         return "PAM_TTY=ssh"
@@ -437,9 +443,20 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     rec = store.get(user)
     engine = FaceEngine(threads=1, **({"embedder": rec.embedder} if rec is not None else {}))
     fu = FaceUnlock(store, engine=engine, policy=policy, **kw)
+    challenge = None
+    if getattr(args, "challenge", False):
+        if not fu.liveness:
+            raise _Fail("--challenge needs the liveness check (config 'liveness = yes')")
+        challenge = fu.liveness.new_challenge()
+        seconds = max(float(seconds), len(challenge.prompts) * challenge.step_timeout_s + 1.0)
     t0 = time.monotonic()
     with camera.open(conf["source"], max_seconds=seconds, skip_s=getattr(args, "skip", 0.0) or 0.0) as cam:
-        r = fu.unlock(user, cam.timed() if fu.liveness else cam.images())
+        frames = cam.timed() if fu.liveness else cam.images()
+        if challenge is not None:
+            from .liveness.challenge import prompted
+
+            frames = prompted(frames, challenge, lambda text: print(f"face unlock: {text}", flush=True))
+        r = fu.unlock(user, frames, challenge=challenge)
     score = "-" if r.score is None else f"{r.score:.4f}"
     verdict = getattr(r, "liveness", None)
     live = "OFF" if not fu.liveness else ("-" if verdict is None else f"{verdict.score:.3f}({verdict.reason})")

@@ -248,7 +248,7 @@ def test_liveness_yes_with_a_comment_keeps_the_check_on(enrolled, pam_env, tmp_p
 
 # ------------------------------------------------------- finding 5: config owner, sources, remote
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="root only: as root the config must be root's")
-@pytest.mark.parametrize("case", ["other-owner", "0666", "dir-0777"])
+@pytest.mark.parametrize("case", ["other-owner", "0666", "dir-0777", "symlink-into-0777"])
 def test_root_refuses_a_config_others_control(enrolled, pam_env, tmp_path, capsys, case):
     d = tmp_path / "etc"
     d.mkdir(mode=0o755)
@@ -262,8 +262,14 @@ def test_root_refuses_a_config_others_control(enrolled, pam_env, tmp_path, capsy
         os.chown(conf, 65534, 65534)
     elif case == "0666":
         os.chmod(conf, 0o666)
-    else:
+    elif case == "dir-0777":
         os.chmod(d, 0o777)
+    else:  # a root-owned link in a root-owned directory, to a file in a world-writable one
+        loose = tmp_path / "loose"
+        loose.mkdir()
+        os.chmod(loose, 0o777)
+        os.rename(conf, loose / "pam.conf")
+        os.symlink(loose / "pam.conf", conf)
     assert cli.main(["pam-auth", "--config", str(conf), *enrolled["store"]]) == 2
     assert "refusing the" in capsys.readouterr().err
 
@@ -282,7 +288,7 @@ def test_only_cameras_without_the_test_switch(enrolled, pam_env, monkeypatch, ca
         pam._check_source(ok)  # accepted (opening a missing camera is a later exit 2)
 
 
-@pytest.mark.parametrize("rhost", ["127.0.0.1", "localhost", "::1", "192.0.2.7", "x"])
+@pytest.mark.parametrize("rhost", ["127.0.0.1", "localhost", "::1", "192.0.2.7", "x", " "])
 def test_any_pam_rhost_is_remote(enrolled, pam_env, rhost):
     pam_env(PAM_USER="astro", PAM_RHOST=rhost)
     assert run_pam(enrolled, "--source", str(enrolled["astro"]), "--no-liveness") == 1
