@@ -355,15 +355,24 @@ class _Guide:
             _err("")
 
 
-def _drop_orphan_key(path: Path, key_file: Path, key_existed: bool, exc: BaseException) -> None:
-    """After a failed enrolment: remove the key file this run created when no store file
-    was written (it seals nothing); otherwise name it in the error message."""
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _drop_orphan_key(path: Path, key_file: Path, created: tuple[int, int] | None, exc: BaseException) -> None:
+    """After a failed enrolment: remove the key file this run created (``created``: its
+    device and inode) when no store file was written — it seals nothing; otherwise name
+    it in the error message."""
     from .errors import FaceUnlockError
 
-    if key_existed:
+    if created is None:
         return
     try:
-        if not path.exists() and key_file.is_file():
+        if not path.exists() and _file_id(key_file) == created:
             key_file.unlink()
             return
     except OSError:
@@ -383,8 +392,11 @@ def cmd_enroll(args) -> int:
         _writable_location(path, "store")
     if not key_existed:
         _writable_location(key_file, "key file")
+    created = None  # (dev, inode) of a key file this run creates
     try:
         store = _open_store(args, create=True)
+        if not key_existed:
+            created = _file_id(key_file)
         policy = _policy(args)
         fu = _unlocker(args, store, policy)
         guide = _Guide(policy.enroll_min_templates, policy.enroll_max_templates, args.quiet or args.json)
@@ -398,7 +410,7 @@ def cmd_enroll(args) -> int:
     except BaseException as exc:
         # A failed first enrolment leaves no store behind: a key file this run created
         # then seals nothing, so it is removed rather than left in the key directory.
-        _drop_orphan_key(path, key_file, key_existed, exc)
+        _drop_orphan_key(path, key_file, created, exc)
         raise
     payload = {"user": report.user, "templates": report.templates, "frames_seen": report.frames_seen,
                "frames_accepted": report.frames_accepted, "rejected": report.rejected, "poses": report.poses,
@@ -417,8 +429,14 @@ def cmd_unlock(args) -> int:
     # (policy.timeout_s, made for live cameras) must not cut it short on a slow machine.
     recorded = camera.describe(args.source) in ("video", "folder", "image")
     fu = _unlocker(args, store, _policy(args, timeout_s=max(args.seconds, 3.0)) if recorded else None, args.user)
+    challenge = _challenge_for(args, fu)
     with _open_source(args, max_seconds=args.seconds) as cam:
-        r = fu.unlock(args.user, cam.timed() if fu.liveness else cam.images())
+        frames = cam.timed() if fu.liveness else cam.images()
+        if challenge is not None:
+            from .liveness.challenge import prompted
+
+            frames = prompted(frames, challenge, lambda text: print(f"challenge: {text}", file=sys.stderr, flush=True))
+        r = fu.unlock(args.user, frames, challenge=challenge)
     verdict = getattr(r, "liveness", None)
     payload = {"user": args.user, "granted": r.granted, "reason": r.reason.value, "score": r.score,
                "threshold": fu.threshold, "frames_used": r.frames_used, "elapsed_ms": round(r.elapsed_ms, 1),
@@ -442,6 +460,17 @@ def cmd_unlock(args) -> int:
             text += f"; hint: {r.hint}"
     _emit(args, payload, text)
     return 0 if r.granted else 1
+
+
+def _challenge_for(args, fu):
+    """A random liveness challenge when --challenge was given (needs liveness on)."""
+    if not getattr(args, "challenge", False):
+        return None
+    if not fu.liveness:
+        from .errors import FaceUnlockError
+
+        raise FaceUnlockError("--challenge needs the liveness check: drop --no-liveness")
+    return fu.liveness.new_challenge()
 
 
 def cmd_users(args) -> int:
@@ -549,6 +578,8 @@ def _add_device_commands(sub) -> None:
     p.add_argument("--level", choices=["strong", "convenience"], help="match threshold level (default strong)")
     p.add_argument("--no-liveness", action="store_true",
                    help="skip the liveness check (stills and tests only: a photo can then unlock)")
+    p.add_argument("--challenge", action="store_true",
+                   help="step-up: also answer 2-3 random prompts (turn, look up, blink) shown on stderr")
     p.set_defaults(func=cmd_unlock)
 
     p = sub.add_parser("users", parents=[common], help="list enrolled users")
@@ -664,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands that live with their own modules (each module's register() adds its
     # sub-parsers; keep those modules light to import).
-    from .liveness import cli as liveness_cli
+    from .evaluation import liveness_cli
     from . import bench_store, models_cli
 
     liveness_cli.register(sub)
