@@ -103,6 +103,9 @@ class Policy:
         max_frames: frames examined per unlock attempt (10).
         timeout_s: seconds per unlock attempt (3.0).
         require_challenge: require a liveness challenge (e.g. blink/turn) before accepting.
+        require_attention: with liveness on, a grant needs open eyes (median eye aspect ratio of
+            the attempt's face frames, faceunlock.liveness.passive.ATTENTION_MIN_EAR) — a sleeping
+            owner's face does not unlock (True).
 
     Templates:
         adapt_templates: after a confident, live grant, the granting frame's template may
@@ -128,6 +131,7 @@ class Policy:
     max_frames: int = 10
     timeout_s: float = 3.0
     require_challenge: bool = False
+    require_attention: bool = True
     adapt_templates: bool = True
 
     def __post_init__(self) -> None:

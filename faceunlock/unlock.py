@@ -24,7 +24,7 @@ from .detect import Face
 from .engine import FaceEngine
 from .errors import EnrollmentError, FaceUnlockError
 from .image import as_rgb
-from .liveness import Liveness, Observation, fps_of
+from .liveness import Liveness, Observation
 from .policy import Policy
 from .store import TemplateStore, UserRecord
 
@@ -290,39 +290,51 @@ class FaceUnlock:
         Each frame is detected once; its template is scored against ``gallery`` (per user
         when ``owners`` gives the user index of each row). A match is when
         :attr:`frame_rule` is met (k of the last n face frames at or above the threshold,
-        for one user). Without liveness the match decides. With liveness, reading goes on
-        after the match until the passive check (and the challenge, when given) has a verdict, within
-        ``max(policy.max_frames, LIVENESS_MAX_FRAMES)`` frames; landmarks and templates of
-        the same frames feed it. Three clearly non-matching face frames in a row end the
-        attempt early. Frames are RGB arrays or ``(timestamp_s, frame)`` pairs; bare frames
-        are timed by ``fps`` (default 30).
+        for one user). Without liveness the match decides (within ``policy.max_frames``).
+        With liveness, every frame also feeds a :class:`~faceunlock.liveness.LivenessSession`
+        (texture, frozen feed, identity, and open eyes when ``policy.require_attention``),
+        and the attempt ends at the first frame where the match and a live verdict (and the
+        passed challenge, when given) are all in. Three clearly non-matching face frames in
+        a row end the attempt early. Time is **camera time**: a frame whose timestamp is
+        more than ``policy.timeout_s`` (with a challenge: its prompts' deadlines +
+        :data:`CHALLENGE_MARGIN_S`) after the first frame's ends the attempt unread. Frames
+        are RGB arrays or ``(timestamp_s, frame)`` pairs; bare frames are timed by ``fps``
+        (default 30). ``t0`` is not used for the deadline.
 
         Returns (best score or None, frames used, matched owner index or None, timed out
         before any match, liveness result or None, challenge state or None).
         """
         live = self.liveness
-        budget = self.policy.max_frames if live is None else max(self.policy.max_frames, LIVENESS_MAX_FRAMES)
-        deadline = t0 + self.policy.timeout_s
+        pol_ = self.policy
+        # Camera time: the attempt lasts policy.timeout_s of the frames' own timestamps (a
+        # challenge: its prompts' deadlines plus a margin), so a slow CPU reads fewer frames
+        # but the frames it reads get the verdict they would get on a fast one. t0 (wall
+        # clock) only times the result.
+        limit_s = pol_.timeout_s
+        if challenge is not None:
+            limit_s = max(limit_s, len(challenge.prompts) * challenge.step_timeout_s + CHALLENGE_MARGIN_S)
+        budget = pol_.max_frames if live is None else MAX_ATTEMPT_FRAMES
+        session = None if live is None else live.session(require_attention=pol_.require_attention)
         best, used, hit, clear_misses = None, 0, None, 0
-        lms, tpls, counts, times = [], [], [], []
-        verdict, cstate, timed_out = None, None, False
+        verdict, cstate, timed_out, t_first = None, None, False, None
         rule = self.frame_rule or (DEFAULT_RULE if live is not None else SINGLE_FRAME)
         decision = self._decision = FrameDecision(threshold, rule)
         for item in frames:
             t_frame = None
             if isinstance(item, tuple) and len(item) == 2:
                 t_frame, item = item
+            t_frame = float(t_frame) if t_frame is not None else used / float(fps or 30.0)
+            if t_first is None:
+                t_first = t_frame
+            if t_frame - t_first > limit_s:  # captured after the attempt's camera-time limit
+                timed_out = True
+                break
             used += 1
-            t_frame = float(t_frame) if t_frame is not None else (used - 1) / float(fps or 30.0)
             frame = as_rgb(item)
             faces = self.engine.detect(frame)
-            counts.append(len(faces))
             tpl = None
             if faces:
                 tpl = self.engine.face_template(frame, faces[0])
-                lms.append(faces[0].landmarks)
-                tpls.append(tpl)
-                times.append(t_frame)
                 s, k = fused_score(gallery, tpl, owners)
                 best = s if best is None else max(best, s)
                 if hit is None and decision.add(s, k, tpl).granted:  # the frame rule (decision.py)
@@ -336,24 +348,22 @@ class FaceUnlock:
             if challenge is not None and not challenge.state.done:
                 cstate = challenge.feed_observation(
                     Observation(t_frame, faces[0].landmarks if faces else None, tpl, len(faces)))
-            if live is not None and hit is not None and len(lms) >= LIVENESS_MIN_FRAMES and len(lms) % 4 == 0:
-                verdict = live.judge(lms, fps or fps_of(times), tpls, counts)
-                if verdict.live and (challenge is None or challenge.state.done):
-                    break
-                if not verdict.live and verdict.reason not in _RETRYABLE:
-                    break  # identity changed / more than one face: no point reading on
-                if challenge is not None and challenge.state.done and not challenge.state.passed:
-                    break
+            if session is not None:
+                # the same frame, landmarks and template feed the passive check (texture on
+                # the challenge frames too); it is judged once per frame, never again after
+                verdict = session.add(frame, faces, t_frame, tpl)
+                if hit is not None:
+                    if verdict.live and (challenge is None or challenge.state.done):
+                        break
+                    if verdict.final:
+                        break  # a second face / another identity: no later frame can help
+                    if challenge is not None and challenge.state.done and not challenge.state.passed:
+                        break
             if used >= budget:
                 break
-            if time.perf_counter() > deadline:
-                timed_out = True
-                break
-        if live is not None and hit is not None and lms:
-            verdict = live.judge(lms, fps or fps_of(times), tpls, counts)
         if challenge is not None:
             cstate = challenge.state
-        return best, used, hit, timed_out and hit is None, verdict, cstate
+        return best, used, hit, timed_out and hit is None, verdict if hit is not None else None, cstate
 
     def unlock(self, user: str, frames: Iterable[np.ndarray], *, challenge=None, fps: float | None = None) -> UnlockResult:
         """Try to unlock as ``user`` from frames; stops at the first matching frame when
@@ -555,11 +565,13 @@ class FaceUnlock:
 
 
 TOP_K = 3
-# With liveness on, an unlock attempt may read up to this many frames (≈ 3 s at 30 fps)
-# even when policy.max_frames is smaller: the passive check needs head motion over time.
+# Frames of a default 3-s attempt at 30 fps (eval-unlock's window). With liveness on, an
+# attempt is limited by camera time (policy.timeout_s of frame timestamps), not by a frame
+# count; MAX_ATTEMPT_FRAMES only guards against a source whose clock does not advance.
 LIVENESS_MAX_FRAMES = 90
-LIVENESS_MIN_FRAMES = 8
-_RETRYABLE = ("too little motion", "flat: no parallax", "too few frames with a face", "no face")
+MAX_ATTEMPT_FRAMES = 1000
+# Camera seconds allowed beyond a challenge's prompts × step_timeout_s (reaction time).
+CHALLENGE_MARGIN_S = 1.0
 
 
 # An attempt ends early as NO_MATCH after this many consecutive face frames scoring at

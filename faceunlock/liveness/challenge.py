@@ -30,7 +30,7 @@ import numpy as np
 from .blink import BlinkDetector
 from .tracks import rotation_angles_deg, RIGID_LANDMARKS
 
-__all__ = ["Prompt", "Observation", "ChallengeState", "Challenge"]
+__all__ = ["Prompt", "Observation", "ChallengeState", "Challenge", "prompted"]
 
 
 class Prompt(enum.Enum):
@@ -262,3 +262,16 @@ class Challenge:
         return self._state() if self._done else self._fail("input ended before the challenge was answered")
 
 
+
+
+def prompted(frames, challenge: Challenge, show: Callable[[str], None]):
+    """Yield ``frames`` unchanged, calling ``show(text)`` each time ``challenge``'s prompt
+    changes (before the frame that may answer it): how a CLI or UI shows the prompts while
+    :meth:`faceunlock.FaceUnlock.unlock` reads the frames."""
+    last = None
+    for item in frames:
+        st = challenge.state
+        if not st.done and st.prompt is not last:
+            last = st.prompt
+            show(st.prompt.value)
+        yield item

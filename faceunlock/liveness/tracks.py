@@ -25,10 +25,16 @@ Score = median over pairs of nose parallax / (foreshortening + :data:`FORESHORTE
 
 Smoothing (a moving average over ``SMOOTH_S`` seconds) removes most of the frame-to-frame
 landmark jitter. The older cues are still reported: ``mesh_parallax`` (homography of 28
-mesh landmarks around the nose, 0.9 quantile over pairs; fooled by tilted photos),
+mesh landmarks around the nose, 0.9 quantile over pairs; fooled by tilted photos) and
 ``motion_deg`` (the head's rotation range as the mesh sees it, Kabsch fit of rigid
-landmarks) and ``rigid_gain`` (median over frames of how much better an affine camera on
-the mesh's own 3D shape fits the rigid landmarks than a homography does, IOD).
+landmarks). The ``rigid_gain`` cue of 0.1.0 (a full SVD of a 114×9 system per frame, which
+never decided) is gone.
+
+This is the **0.1.0 passive check**: since 0.2 the verdict of :class:`faceunlock.Liveness`
+comes from image texture and frame-to-frame change (``faceunlock.liveness.passive``); this
+module is kept as a reported cue and for the comparison in ``faceunlock eval-liveness``.
+Batched small-matrix products use :func:`numpy.einsum` (no BLAS call, so no BLAS thread
+start-up on every frame).
 """
 
 from __future__ import annotations
@@ -100,14 +106,11 @@ class TrackScore:
     :data:`FORESHORTENING_EPS`), larger = more 3D (see :func:`parallax_ratio_pairs`);
     nose_shift: median 2-D nose parallax over pairs (IOD); foreshortening: 0.9 quantile of
     the pairs' foreshortening; mesh_parallax: the older homography nose parallax (0.9
-    quantile, IOD; a cue only); rigid_gain: median over frames of
-    (homography residual − rigid-3D residual) of the rigid landmarks (IOD units);
-    motion_deg: the head's rotation range as the mesh sees it (max of yaw and pitch ranges,
+    quantile, IOD; a cue only); motion_deg: the head's rotation range as the mesh sees it (max of yaw and pitch ranges,
     degrees); frames: frames scored (after smoothing and subsampling).
     """
 
     parallax: float
-    rigid_gain: float
     motion_deg: float
     frames: int
     nose_shift: float = 0.0
@@ -202,7 +205,7 @@ def fit_homographies(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     m = np.concatenate([r1, r2], 1)
     _, _, vt = np.linalg.svd(m)
     h = vt[:, -1].reshape(-1, 3, 3)
-    h = np.linalg.inv(tb) @ h @ ta
+    h = np.einsum("pij,pjk,pkl->pil", np.linalg.inv(tb), h, ta)
     return h / h[:, 2:3, 2:3]
 
 
@@ -213,7 +216,7 @@ def nose_parallax_pairs(tracks: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     i, j = pairs[:, 0], pairs[:, 1]
     h = fit_homographies(tracks[i][:, BASE_LANDMARKS, :2], tracks[j][:, BASE_LANDMARKS, :2])
     n = tracks[i][:, NOSE_LANDMARKS, :2]
-    q = np.concatenate([n, np.ones(n.shape[:2] + (1,))], 2) @ h.transpose(0, 2, 1)
+    q = np.einsum("pnk,pjk->pnj", np.concatenate([n, np.ones(n.shape[:2] + (1,))], 2), h)
     pred = q[..., :2] / q[..., 2:3]
     r = (tracks[j][:, NOSE_LANDMARKS, :2] - pred).mean(1)
     iod = np.linalg.norm(tracks[j][:, EYE_CORNERS[0], :2] - tracks[j][:, EYE_CORNERS[1], :2], axis=1)
@@ -224,8 +227,15 @@ def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Batched least-squares affine maps (P, N, 2) → (P, N, 2): (P, 3, 2) with
     dst ≈ [src, 1] @ A."""
     x = np.concatenate([src, np.ones(src.shape[:2] + (1,))], 2)
-    xt = x.transpose(0, 2, 1)
-    return np.linalg.solve(xt @ x + 1e-9 * np.eye(3), xt @ dst)
+    return np.linalg.solve(np.einsum("pnk,pnj->pkj", x, x) + 1e-9 * np.eye(3), np.einsum("pnk,pnj->pkj", x, dst))
+
+
+def _singular_values_2x2(m: np.ndarray) -> np.ndarray:
+    """Singular values (P, 2), largest first, of (P, 2, 2) matrices in closed form."""
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    s1 = np.hypot(a + d, c - b)
+    s2 = np.hypot(a - d, c + b)
+    return np.stack([(s1 + s2) / 2, np.abs(s1 - s2) / 2], 1)
 
 
 def parallax_ratio_pairs(tracks: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,12 +253,12 @@ def parallax_ratio_pairs(tracks: np.ndarray, pairs: np.ndarray) -> tuple[np.ndar
     i, j = pairs[:, 0], pairs[:, 1]
     a = _affines(tracks[i][:, FEATURE_BASE, :2], tracks[j][:, FEATURE_BASE, :2])
     n = tracks[i][:, PROTRUDING, :2]
-    pred = np.concatenate([n, np.ones(n.shape[:2] + (1,))], 2) @ a
+    pred = np.einsum("pnk,pkj->pnj", np.concatenate([n, np.ones(n.shape[:2] + (1,))], 2), a)
     r = (tracks[j][:, PROTRUDING, :2] - pred).mean(1)
     iod = np.linalg.norm(tracks[j][:, EYE_CORNERS[0], :2] - tracks[j][:, EYE_CORNERS[1], :2], axis=1)
     shift = np.linalg.norm(r, axis=1) / np.maximum(iod, 1e-9)
     b = _affines(tracks[i][:, SHAPE_LANDMARKS, :2], tracks[j][:, SHAPE_LANDMARKS, :2])
-    sv = np.linalg.svd(b[:, :2, :], compute_uv=False)
+    sv = _singular_values_2x2(b[:, :2, :])
     fore = np.log(np.maximum(sv[:, 0], 1e-12) / np.maximum(sv[:, 1], 1e-12))
     return shift, fore
 
@@ -284,13 +294,7 @@ def score_tracks(tracks: np.ndarray, fps: float = 30.0) -> TrackScore:
         nose_shift, foreshortening = float(np.median(shift)), float(np.quantile(fore, SCORE_QUANTILE))
     else:
         parallax = nose_shift = foreshortening = 0.0
-    gains = []
-    for t in range(1, len(tr)):
-        iod = float(np.linalg.norm(tr[t, EYE_CORNERS[0], :2] - tr[t, EYE_CORNERS[1], :2])) or 1.0
-        gains.append((homography_residual(rigid[0, :, :2], rigid[t, :, :2])
-                      - rigid_residual(rigid[0], rigid[t, :, :2])) / iod)
-    gain = float(np.median(gains)) if gains else 0.0
-    return TrackScore(parallax, gain, motion, len(tr), nose_shift, foreshortening, mesh_parallax)
+    return TrackScore(parallax, motion, len(tr), nose_shift, foreshortening, mesh_parallax)
 
 
 HINT_TURN_HEAD = "turn your head slightly"
@@ -300,13 +304,16 @@ HINT_TURN_HEAD = "turn your head slightly"
 class LivenessResult:
     """Verdict of a liveness check.
 
-    live: accepted as a live person. score: the passive score (2-D nose parallax per
-    foreshortening, dimensionless; compare with ``threshold``). reason: one line saying why (``"3D motion"``, ``"flat: no
-    parallax"``, ``"too little motion"``, ``"no face"``, ``"face changed"``, ...).
-    hint: what a UI should ask the user to do, or None. cues: per-cue numbers
-    (``parallax`` = the score, ``nose_shift``, ``foreshortening``, ``mesh_parallax``,
-    ``rigid_gain``, ``motion_deg``, ``identity_min_similarity``, ...).
-    frames: frames with a face that were scored.
+    live: accepted as a live person. score: the deciding score (for :class:`faceunlock.Liveness`:
+    the median MiniFASNet real score 0..1 of the face frames; for :func:`judge`: 2-D nose
+    parallax per foreshortening, dimensionless); compare with ``threshold``. reason: one line
+    saying why (``"live"``, ``"texture: print or screen"``, ``"frozen feed: the picture does
+    not change"``, ``"eyes closed"``, ``"flat: no parallax"``, ``"too little motion"``,
+    ``"no face"``, ``"face changed during the check"``, ...). hint: what a UI should ask the
+    user to do, or None. cues: per-cue numbers (see the producer's docstring).
+    frames: frames with a face that were scored. final: no further frame can change the
+    verdict (a second face, a change of identity); a non-final rejection may turn live as
+    more frames arrive.
     """
 
     live: bool
@@ -316,6 +323,7 @@ class LivenessResult:
     threshold: float = PARALLAX_THRESHOLD
     cues: dict = field(default_factory=dict)
     frames: int = 0
+    final: bool = False
 
 
 def judge(tracks: np.ndarray, fps: float = 30.0, *, threshold: float = PARALLAX_THRESHOLD,
@@ -331,7 +339,7 @@ def judge(tracks: np.ndarray, fps: float = 30.0, *, threshold: float = PARALLAX_
                               {}, int(len(tr)) if tr.ndim == 3 else 0)
     sc = score_tracks(tr, fps)
     cues = {"parallax": sc.parallax, "nose_shift": sc.nose_shift, "foreshortening": sc.foreshortening,
-            "mesh_parallax": sc.mesh_parallax, "rigid_gain": sc.rigid_gain, "motion_deg": sc.motion_deg}
+            "mesh_parallax": sc.mesh_parallax, "motion_deg": sc.motion_deg}
     little = sc.motion_deg < min_motion_deg or sc.nose_shift < min_nose_shift
     if sc.parallax >= threshold and not little:
         return LivenessResult(True, sc.parallax, "3D motion", None, threshold, cues, len(tr))
