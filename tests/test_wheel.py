@@ -40,7 +40,7 @@ def wheel(tmp_path_factory) -> Path:
     # Build from a copy of the tree so that build/ and *.egg-info never land in the repo.
     shutil.copytree(ROOT / "faceunlock", src / "faceunlock",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-    for f in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+    for f in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "_faceunlock_entry.py"):
         if (ROOT / f).is_file():
             shutil.copy2(ROOT / f, src / f)
     if not (src / "README.md").exists():
@@ -106,3 +106,13 @@ def test_wheel_ships_licences(wheel):
     for f in licence_files - {"NOTICE"}:
         assert f in notice, f"NOTICE does not mention {f}"
     assert "mobilefacenet_v1.tflite" in notice and "sirius-ai" in notice
+
+
+def test_wheel_console_script_entry(wheel):
+    """The `faceunlock` script starts in the top-level _faceunlock_entry module (Ctrl-C is
+    handled before the package is imported), which the wheel must therefore ship."""
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert "_faceunlock_entry.py" in names
+        eps = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        assert "faceunlock = _faceunlock_entry:main" in z.read(eps).decode()
