@@ -119,27 +119,39 @@ def test_bad_input_raises_image_error(frame, box):
 
 
 def test_texture_eval_split_keeps_each_person_on_one_side():
-    """The per-frame evaluation's split: every item of one person (a pair id's live and attack
-    material, the two MEAD M030 clips) is on one side, and both halves hold live and attack
-    material (skipped without the dev share)."""
+    """The per-frame evaluation's split: every item of one person key (a pair id's live and
+    attack recordings, the two MEAD M030 clips) is on one side, both halves hold live and attack
+    material, and it is eval-liveness's split where that module exposes it (skipped without
+    the dev share)."""
     from faceunlock.evaluation import texture_eval as te
 
     root = te.default_shared_root()
     if not (root / "faces-dev2").is_dir():
         pytest.skip(f"dev data not found: {root}")
-    its = te.items(root, lfw_per_half=2)
-    side: dict[tuple[str, str], set[str]] = {}
+    its = te.items(root, lfw=2)
+    side: dict[str, set[str]] = {}
     for it in its:
-        group = "nuaa" if it.source == "nuaa" else it.source if it.source in ("generator", "silentface") else \
-            "videos" if it.source in ("videos1", "videos2") else "pairs"
-        side.setdefault((group, it.person), set()).add(it.half)
+        side.setdefault(it.person, set()).add(it.half)
     assert all(len(h) == 1 for h in side.values()), {k: v for k, v in side.items() if len(v) > 1}
-    m030 = {it.half for it in its if it.person == "MEAD_M030"}
-    assert len(m030) == 1 and sum(it.person == "MEAD_M030" for it in its) == 2
+    assert sum(it.person == "v:MEAD_M030" for it in its) == 2
+    assert {it.half for it in its if it.person == "a:P03"} == {"tuning"}
+    assert {it.label for it in its if it.person == "a:P03"} == {"live", "replay"}
     for half in ("tuning", "reporting"):
         got = {(it.source, it.label == "live") for it in its if it.half == half}
         assert {("videos2", True), ("attack_videos", True), ("attack_videos", False), ("generator", False),
                 ("nuaa", True), ("nuaa", False), ("tight_crops", True), ("tight_crops", False)} <= got
+    le = pytest.importorskip("faceunlock.evaluation.liveness_eval")
+    if not all(hasattr(le, n) for n in ("split_people", "dev_clips", "still_items")):
+        pytest.skip("eval-liveness does not expose its split")
+    dev, dev2 = root / "faces-dev" / "video_liveness", root / "faces-dev2"
+    groups: dict[str, list[str]] = {}
+    for c in le.dev_clips(dev, dev2):
+        groups.setdefault(c.group, []).append(c.person)
+    for _, _, person, group, _ in le.still_items(dev, dev2):
+        groups.setdefault(group, []).append(person)
+    theirs = le.split_people(groups)
+    ours = {it.person: it.half for it in its if it.source != "generator"}
+    assert {k: {"tune": "tuning", "report": "reporting"}[v] for k, v in theirs.items()} == ours
 
 
 def test_texture_eval_threshold_and_table_on_synthetic_scores():

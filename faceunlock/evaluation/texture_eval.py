@@ -20,8 +20,8 @@ source               frames                                                   la
                      context cut from live and replay recordings (P07–P21;    / replay?
                      ``replay?`` = labelled fake, type not verifiable)
 ``nuaa``             NUAA 203×203 face crops: live vs hand-held print          live / print
-``generator``        :mod:`faceunlock.evaluation.attacks` clips from faces-dev print / bent_print
-                     LFW portraits (one per person)                            / screen
+``generator``        :mod:`faceunlock.evaluation.attacks` clips (15 frames) from  print / bent_print
+                     the portraits of :func:`generator_portraits`               / screen
 ``silentface``       upstream's own sample stills (T1 live; F1 print, F2      live / print
                      tablet screen), EXIF orientation applied                 / screen
 ===================  =======================================================  ============
@@ -30,12 +30,13 @@ Tight crops and NUAA crops are outside what the models were trained on (no conte
 the face): both their live and attack frames are expected to score "fake"; they are reported
 separately and never used to choose a threshold.
 
-**Split by person** (:func:`split_of`): :func:`faceunlock.evaluation.groups.split_half` within
-each split group — ``videos`` (faces-dev2 clips, one person per clip except MEAD M030 who has
-two; d18–d20), ``attack_pairs`` (pair ids P03–P21: the live and attack material of one person
-stay together), ``nuaa`` (subject ids) and ``lfw_dev`` (the generator's portraits, the same
-split as every other faces-dev evaluation). The Silent-Face samples (one person, upstream's
-examples) are reported in both tables as ``n/a``.
+**Split by person** (:func:`deal_halves`), the same rule and groups as ``faceunlock
+eval-liveness`` (:mod:`faceunlock.evaluation.liveness_eval`), so that what is tuned here never
+sees that evaluation's reporting half: within each group — the faces-dev clips d18–d20, each
+head-motion class of faces-dev2's clips, the attack recordings' pair ids (live and replay of one
+person together), the face-crop pair ids, the NUAA subjects, the three Silent-Face stills, the
+generator's source portraits — the person keys are sorted by name and dealt alternately to
+``tuning`` and ``reporting``, starting with ``tuning``. The two MEAD M030 clips are one person.
 
 Frames of videos are sampled at ``fps`` (default 5) and at most ``max_frames`` per clip,
 evenly spread. Scores are cached (``cache``) by item and settings.
@@ -52,6 +53,7 @@ import json
 import math
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,10 +64,11 @@ from ..errors import ImageError
 from ..image import load_image
 from ..liveness.texture import TextureCheck, retinaface_box
 from . import attacks as A
-from .groups import HALVES, default_shared_root, load_dev_images, split_half
+from .groups import HALVES, default_shared_root
 from .metrics import clopper_pearson_upper
 
-__all__ = ["Item", "Sample", "corrected_box", "items", "split_of", "score_items", "quantile_table",
+__all__ = ["Item", "Sample", "corrected_box", "items", "deal_halves", "person_of_video", "generator_portraits",
+           "split_of", "score_items", "quantile_table",
            "choose_threshold", "item_medians", "report", "main"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -115,73 +118,88 @@ def corrected_box(box) -> tuple[float, float, float, float]:
 # What to score
 # ----------------------------------------------------------------------------------------
 
-_SAME_PERSON = {  # clips of one person (videos.csv notes)
-    "dreamtalk__data_style_clip_video_M030_front_neutral_level1_001": "MEAD_M030",
-    "spectre__samples_MEAD_M030_level_3_angry_016": "MEAD_M030",
-}
+def person_of_video(stem: str) -> str:
+    """The person of a faces-dev2 clip: the two MEAD M030 clips show one person (videos.csv
+    notes); every other clip is its own person."""
+    return "MEAD_M030" if "M030" in stem else stem
 
 
-def _split(group: str, persons: list[str]) -> dict[str, str]:
-    return split_half(group, persons)
+def deal_halves(groups: dict[str, list[str]]) -> dict[str, str]:
+    """{person key: "tuning" | "reporting"}: within each group the keys are sorted by name and
+    dealt alternately, starting with "tuning" (the rule of ``faceunlock eval-liveness``, so
+    that the per-frame tuning never sees its reporting half)."""
+    out = {}
+    for keys in groups.values():
+        for i, k in enumerate(sorted(set(keys))):
+            out[k] = HALVES[i % 2]
+    return out
 
 
-def split_of(group: str, person: str, persons: list[str]) -> str:
-    """``"tuning"`` | ``"reporting"`` of ``person`` among ``persons`` of a split group."""
-    return _split(group, persons)[person]
+def split_of(item: Item) -> str:
+    """The half an item was dealt to (``item.half``)."""
+    return item.half
 
 
-def items(shared: Path, *, lfw_per_half: int = 12, kinds: tuple[str, ...] = ("print", "bent_print", "screen")
+def generator_portraits(shared: Path, lfw: int = 12) -> list[tuple[str, Path]]:
+    """(name, image) of the portraits the generator attacks are made from, as
+    ``faceunlock eval-liveness`` picks them: the bundled astronaut and grace_hopper,
+    Silent-Face's live still T1, and the first image of every k-th faces-dev LFW person
+    (``lfw`` of them)."""
+    data = Path(__file__).resolve().parents[1] / "data"
+    out = [("astronaut", data / "astronaut.jpg"), ("grace_hopper", data / "grace_hopper.jpg")]
+    dev = shared / "faces-dev"
+    t1 = dev / "video_liveness" / "silent_face_antispoofing_samples" / "image_T1.jpg"
+    if t1.is_file():
+        out.append(("live_still_T1", t1))
+    lfw_root = dev / "lfw_dev" / "images"
+    if lfw > 0 and lfw_root.is_dir():
+        people = sorted(p for p in lfw_root.iterdir() if p.is_dir())
+        step = max(1, len(people) // lfw)
+        for p in people[::step][:lfw]:
+            img = sorted(p.glob("*.jpg"))[0]
+            out.append((f"lfw/{img.stem}", img))
+    return out
+
+
+def items(shared: Path, *, lfw: int = 12, kinds: tuple[str, ...] = ("print", "bent_print", "screen")
           ) -> list[Item]:
-    """Everything to score, with person and split half. Missing folders are skipped."""
-    out: list[Item] = []
+    """Everything to score, with person key and split half. Missing folders are skipped."""
+    entries: list[tuple[str, Item]] = []  # (split group, item with half unset)
     d2 = shared / "faces-dev2"
-    # bona fide clips: faces-dev2 videos and faces-dev d18-d20 share one split group
-    vids: list[tuple[str, Path, str]] = []
+    dev = shared / "faces-dev" / "video_liveness"
+    for p in sorted((dev / "liveportrait_driving").glob("*.mp4")):
+        entries.append(("faces-dev", Item("videos1", "live", f"fd:{p.stem}", "", str(p))))
     csv_path = d2 / "videos" / "videos.csv"
     if csv_path.is_file():
-        for r in csv.DictReader(csv_path.open()):
-            p = d2 / r["file"]
-            vids.append(("videos2", p, _SAME_PERSON.get(p.stem, p.stem)))
-    for p in sorted((shared / "faces-dev" / "video_liveness" / "liveportrait_driving").glob("*.mp4")):
-        vids.append(("videos1", p, p.stem))
-    halves = _split("videos", [v[2] for v in vids])
-    out += [Item(src, "live", person, halves[person], str(p)) for src, p, person in vids]
-    # attacks.csv: pair ids
+        with open(csv_path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                p = d2 / r["file"]
+                motion = r["head_motion"].split(" ")[0]
+                entries.append((f"videos-{motion}", Item("videos2", "live", f"v:{person_of_video(p.stem)}", "", str(p))))
     acsv = d2 / "attacks" / "attacks.csv"
     if acsv.is_file():
-        rows = list(csv.DictReader(acsv.open()))
-        pairs = [r["pair_id"] for r in rows if r["pair_id"].startswith("P")]
-        nuaa = [r["pair_id"] for r in rows if r["pair_id"].startswith("NUAA")]
-        hp, hn = _split("attack_pairs", pairs), _split("nuaa", nuaa)
-        for r in rows:
-            pid, path = r["pair_id"], str(d2 / r["file"])
-            if pid.startswith("NUAA"):
-                out.append(Item("nuaa", r["kind"], pid, hn[pid], path))
-            elif r["media"] == "video":
-                out.append(Item("attack_videos", r["kind"], pid, hp[pid], path))
-            else:
-                out.append(Item("tight_crops", r["kind"], pid, hp[pid], path))
-    # Silent-Face samples
-    sf = shared / "faces-dev" / "video_liveness" / "silent_face_antispoofing_samples"
+        with open(acsv, newline="") as fh:
+            for r in csv.DictReader(fh):
+                pid, path = r["pair_id"], str(d2 / r["file"])
+                if r["media"] == "video":
+                    entries.append(("attack-pairs", Item("attack_videos", r["kind"], f"a:{pid}", "", path)))
+                elif pid.startswith("NUAA"):
+                    entries.append(("nuaa", Item("nuaa", r["kind"], f"s:{pid}", "", path)))
+                else:
+                    entries.append(("crops", Item("tight_crops", r["kind"], f"s:{pid}", "", path)))
+    sf = dev / "silent_face_antispoofing_samples"
     for name, label in (("image_T1.jpg", "live"), ("image_F1.jpg", "print"), ("image_F2.jpg", "screen")):
         if (sf / name).is_file():
             # load_image applies the files' EXIF orientation (upright 480x640, as upstream's cv2.imread)
-            out.append(Item("silentface", label, "silentface", "n/a", str(sf / name)))
-    # generator: one portrait per LFW dev person, lfw_per_half persons per half
-    try:
-        lfw = load_dev_images(shared, sources=("lfw_dev",))
-    except Exception:  # noqa: BLE001 - faces-dev missing: no generator material
-        lfw = []
-    first: dict[str, object] = {}
-    for im in sorted(lfw, key=lambda i: str(i.path)):
-        first.setdefault(im.person, im)
-    for half in HALVES:
-        people = sorted((p for p, im in first.items() if im.half == half),
-                        key=lambda p: hashlib.sha256(p.encode()).hexdigest())[:lfw_per_half]
-        for p in people:
-            for k in kinds:
-                out.append(Item("generator", k, p, half, f"generator:{k}:{first[p].path}"))
-    return out
+            entries.append(("silent-face", Item("silentface", label, f"sf:{Path(name).stem}", "", str(sf / name))))
+    for name, img in generator_portraits(shared, lfw):
+        for k in kinds:
+            entries.append(("generator", Item("generator", k, f"g:{name}", "", f"generator:{k}:{img}")))
+    groups: dict[str, list[str]] = {}
+    for g, it in entries:
+        groups.setdefault(g, []).append(it.person)
+    halves = deal_halves(groups)
+    return [dataclasses.replace(it, half=halves[it.person]) for _, it in entries]
 
 
 # ----------------------------------------------------------------------------------------
@@ -254,10 +272,13 @@ def score_items(its: list[Item], *, fps: float = 5.0, max_frames: int = 100, n_g
     samples: list[Sample] = []
     t0 = time.perf_counter()
     for k, it in enumerate(its):
-        key = hashlib.sha256(json.dumps([asdict(it), fps, max_frames, n_generated]).encode()).hexdigest()[:20]
+        # keyed by what is scored, not by person or half (re-splitting reuses the scores)
+        key = hashlib.sha256(json.dumps([it.source, it.label, it.path, it.rotate, fps, max_frames,
+                                         n_generated]).encode()).hexdigest()[:20]
         cf = cache / f"{key}.json" if cache else None
         if cf and cf.is_file():
-            samples += [Sample(**s) for s in json.loads(cf.read_text())]
+            samples += [dataclasses.replace(Sample(**s), person=it.person, half=it.half)
+                        for s in json.loads(cf.read_text())]
             continue
         got = []
         try:
@@ -406,11 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="cache folder for per-item scores")
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--max-frames", type=int, default=100)
-    ap.add_argument("--lfw-per-half", type=int, default=12)
+    ap.add_argument("--lfw", type=int, default=12, help="LFW portraits for the generator attacks")
     ap.add_argument("--json", type=Path, default=None, help="write every sample here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    its = items(args.shared, lfw_per_half=args.lfw_per_half)
+    its = items(args.shared, lfw=args.lfw)
     if not its:
         print(f"no dev data under {args.shared}", file=sys.stderr)
         return 2
