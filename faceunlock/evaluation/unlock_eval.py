@@ -154,7 +154,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Sequence
 
-from ..decision import DEFAULT_RULE, SINGLE_FRAME, FrameDecision, FrameRule
+from ..decision import DEFAULT_ADAPT, DEFAULT_RULE, SINGLE_FRAME, FrameDecision, FrameRule, confident_score
 
 HALVES = ("tuning", "reporting")
 GROUPS = ("White", "Black", "East Asian", "South Asian")
@@ -171,19 +171,24 @@ def _clear_miss() -> tuple[int, float]:
 
 def video_halves(videos: "list[Video]") -> dict[str, str]:
     """person → half for the dev videos, by the dev data's split rule
-    (:func:`faceunlock.evaluation.groups.split_half`, source ``"videos"``)."""
+    (:func:`faceunlock.evaluation.groups.split_half`) within each group (source
+    ``"videos/<group>"``), so that every group has people on both sides."""
     from .groups import split_half
 
-    return split_half("videos", [v.person for v in videos])
+    out: dict[str, str] = {}
+    for g in dict.fromkeys(v.group for v in videos):
+        out.update(split_half(f"videos/{g}", [v.person for v in videos if v.group == g]))
+    return out
 
 
-def replay_scores(scores: Sequence[float | None], threshold: float, rule: FrameRule,
-                  max_frames: int) -> tuple[bool, int]:
-    """One attempt replayed as :meth:`FaceUnlock.unlock` reads it with liveness off.
+def replay(scores: Sequence[float | None], threshold: float, rule: FrameRule,
+           max_frames: int) -> tuple[bool, int, float | None]:
+    """One attempt replayed as :meth:`FaceUnlock.unlock` reads it, the liveness verdict left out.
 
     ``scores``: per frame, in reading order, the fused score of its face (None: no face).
     Frames are fed to a :class:`FrameDecision` until it grants, ``max_frames`` frames are
-    read, or the attempt ends early on consecutive clear misses. Returns (granted, frames read).
+    read, or the attempt ends early on consecutive clear misses. Returns (granted, frames
+    read, the grant's score — the weakest granting frame's — or None).
     """
     dec = FrameDecision(threshold, rule)
     n_clear, margin = _clear_miss()
@@ -193,12 +198,32 @@ def replay_scores(scores: Sequence[float | None], threshold: float, rule: FrameR
         used += 1
         if s is None:
             continue
-        if dec.add(float(s)).granted:
-            return True, used
+        v = dec.add(float(s))
+        if v.granted:
+            return True, used, v.score
         clear = clear + 1 if s < threshold - margin else 0
         if clear >= n_clear:
             break
-    return False, used
+    return False, used, None
+
+
+def rule_score(scores: Sequence[float | None], rule: FrameRule) -> float | None:
+    """The highest threshold at which ``rule`` would be met somewhere in ``scores`` (the
+    k-th best score of the best window of n face frames; None without k face frames).
+    Ignores the early stop, so it is an upper bound for impostors' margins."""
+    s = [float(v) for v in scores if v is not None]
+    best = None
+    for i in range(rule.k - 1, len(s)):
+        w = sorted(s[max(0, i - rule.n + 1): i + 1], reverse=True)
+        if len(w) >= rule.k:
+            best = w[rule.k - 1] if best is None else max(best, w[rule.k - 1])
+    return best
+
+
+def replay_scores(scores: Sequence[float | None], threshold: float, rule: FrameRule,
+                  max_frames: int) -> tuple[bool, int]:
+    """(granted, frames read) of :func:`replay`."""
+    return replay(scores, threshold, rule, max_frames)[:2]
 
 
 @dataclass
@@ -208,11 +233,17 @@ class Tally:
     attempts: int = 0
     errors: int = 0
     frames: int = 0  # frames read by granted genuine attempts (latency), else 0
+    confident: int = 0  # grants confident enough to adapt the templates (decision.adapt_gallery)
+    low: float = float("inf")  # lowest rule_score of an attempt
+    high: float = float("-inf")  # highest rule_score of an attempt
 
-    def add(self, error: bool, frames: int = 0) -> None:
+    def add(self, error: bool, frames: int = 0, confident: bool = False, score: float | None = None) -> None:
+        if score is not None:
+            self.low, self.high = min(self.low, score), max(self.high, score)
         self.attempts += 1
         self.errors += int(error)
         self.frames += frames
+        self.confident += int(confident)
 
     @property
     def rate(self) -> float:
@@ -492,7 +523,7 @@ class DevEvaluation:
             labels = list(dict.fromkeys(labels))
             if not labels:
                 continue
-            out.append(f"\n### {kind}: per attempt (liveness off)\n")
+            out.append(f"\n### {kind}: per attempt (liveness verdict left out: every attempt counts as live)\n")
             out.append("| embedder | rule | rows | tuning FRR | tuning FAR | reporting FRR | reporting FAR |")
             out.append("|---|---|---|---|---|---|---|")
             kind_rules = list(dict.fromkeys(k[1] for k in self.rows if k[2] == kind))
@@ -506,6 +537,18 @@ class DevEvaluation:
                         if all(c == "–" for c in cells):
                             continue
                         out.append(f"| {emb} | {rule} | {lab} | " + " | ".join(cells) + " |")
+        vrows = [(k, v) for k, v in self.rows.items() if k[2] == "videos" and k[4] == "all"]
+        if vrows:
+            out.append("\n### videos: frames read by granted genuine attempts, and confident grants "
+                       "(score ≥ threshold + 0.25·(1 − threshold): the templates may adapt)\n")
+            out.append("| embedder | rule | half | mean frames to grant | confident genuine grants | confident impostor "
+                       "grants | threshold | lowest genuine / highest impostor rule score |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            for (emb, rule, _, h, _), (g, i) in vrows:
+                granted = g.attempts - g.errors
+                mean = f"{g.frames / granted:.1f}" if granted else "–"
+                out.append(f"| {emb} | {rule} | {h} | {mean} | {g.confident}/{granted} | {i.confident}/{i.attempts:,} | "
+                           f"{self.thresholds[emb]:.4f} | {g.low:.4f} / {i.high:.4f} |")
         out.append("")
         out.append("thresholds: " + ", ".join(f"{k} {v:.4f}" for k, v in self.thresholds.items()))
         out.extend(self.notes)
@@ -519,7 +562,8 @@ class DevEvaluation:
             "rows": [
                 {"embedder": k[0], "rule": k[1], "kind": k[2], "half": k[3], "label": k[4],
                  "genuine_attempts": g.attempts, "false_rejects": g.errors, "frr_upper95": g.upper95,
-                 "genuine_frames": g.frames,
+                 "genuine_frames": g.frames, "genuine_confident": g.confident, "impostor_confident": i.confident,
+                 "genuine_lowest_rule_score": g.low, "impostor_highest_rule_score": i.high,
                  "impostor_attempts": i.attempts, "false_accepts": i.errors, "far_upper95": i.upper95}
                 for k, (g, i) in self.rows.items()
             ],
@@ -611,16 +655,18 @@ def evaluate_dev(
                         it = iter(sc.tolist())
                         scores = [next(it) if t is not None else None for t in win]
                         for rule in rules:
-                            granted, used = replay_scores(scores, thr, rule, len(scores))
+                            granted, used, gs = replay(scores, thr, rule, len(scores))
+                            rs = rule_score(scores, rule)
+                            sure = gs is not None and gs >= confident_score(thr, DEFAULT_ADAPT.margin)
                             labels = ["all", vb.group]
                             if not genuine and va.group == vb.group and va.group != UNLABELLED:
                                 labels.append("same group")
                             for lab in labels:
                                 g, i = ev._row((name, rule.name, "videos", ha, lab))
                                 if genuine:
-                                    g.add(not granted, used if granted else 0)
+                                    g.add(not granted, used if granted else 0, sure, rs)
                                 else:
-                                    i.add(granted)
+                                    i.add(granted, 0, sure, rs)
     if photos:
         ph = dev_photos(Path(data_root))
         ev.notes.append(
