@@ -43,6 +43,8 @@ class EmbedderSpec:
         flip_average: average the templates of the chip and its mirror image.
         alignment: chip geometry, one of :data:`faceunlock.align.ALIGNMENTS`
             (``"dlib-150"`` or ``"insightface-112"``).
+        landmarks_map: for ``"insightface-112"``, the name of the face-mesh → five-point map
+            in :data:`faceunlock.align.INSIGHTFACE_MAPS`; empty: the alignment's default.
         layout: the model input's layout, ``"NHWC"`` or ``"NCHW"`` (batch of one).
         pixel_mean, pixel_scale: the model is fed ``(rgb − pixel_mean) / pixel_scale``
             (float32, RGB order, values 0..255 before normalisation).
@@ -67,6 +69,7 @@ class EmbedderSpec:
     source: str = ""
     source_sha256: str = ""
     sha256: str = ""
+    landmarks_map: str = ""
 
     @property
     def path(self) -> Path:
@@ -104,16 +107,21 @@ MOBILEFACENET_LICENCE = (
 
 # sirius-ai's MobileFaceNet (Apache-2.0), 192-D; the shipped file is the source TFLite with its
 # batch dimension set to 1 (tools/build_mobilefacenet.py; outputs bit-identical).
-# Thresholds: PROVISIONAL, same rule and data as DLIB_RESNET (faces-dev, all pairs: 5 false
-# accepts of 258,983 at >= 0.6179, 258 at >= 0.4761; FRR 3.1 % / 0.7 % of 2,020).
+# Thresholds set by the worst-served group (docs/EMBEDDERS.md, "Per-group calibration"):
+#   faceunlock calibrate --by-group --shared ../shared/data --cache /tmp/fu-cache
+# On the tuning half of the dev data (split by person), each group's smallest threshold with
+# FAR <= 1/50,000 (resp. 1/1,000) is taken, and the largest over the groups ships:
+#   strong 0.7579 (worst: UTKFace South Asian, 2 of 124,570 impostor pairs above it),
+#   convenience 0.6579 (worst: UTKFace South Asian). Landmark map chosen by TAR at FAR 1e-4.
 MOBILEFACENET = EmbedderSpec(
     name="mobilefacenet-v1",
     file="mobilefacenet_v1.tflite",
     input_size=112,
     dim=192,
-    threshold=0.6180,
-    convenience_threshold=0.4762,
+    threshold=0.7579,
+    convenience_threshold=0.6579,
     alignment="insightface-112",
+    landmarks_map="corners-nose1-mouth78",
     pixel_mean=127.5,
     pixel_scale=128.0,
     licence=MOBILEFACENET_LICENCE,
@@ -234,6 +242,12 @@ def _check_spec(spec: EmbedderSpec, where: Path) -> None:
 
     if spec.alignment not in ALIGNMENTS:
         raise ModelError(f"{where}: unknown alignment {spec.alignment!r} (expected one of {ALIGNMENTS})")
+    if spec.landmarks_map:
+        from .align import INSIGHTFACE_MAPS
+
+        if spec.alignment != "insightface-112" or spec.landmarks_map not in INSIGHTFACE_MAPS:
+            raise ModelError(f"{where}: landmarks_map {spec.landmarks_map!r} needs alignment insightface-112 and one "
+                             f"of {sorted(INSIGHTFACE_MAPS)}")
     if spec.layout not in ("NHWC", "NCHW"):
         raise ModelError(f"{where}: layout must be NHWC or NCHW, got {spec.layout!r}")
     if spec.input_size < 16 or spec.dim < 2 or spec.pixel_scale == 0:

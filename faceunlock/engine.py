@@ -186,7 +186,8 @@ class FaceEngine:
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The embedder's aligned (S, S, 3) uint8 RGB chip for ``face``."""
         spec = self._embedder.spec
-        return align.aligned_chip(as_rgb(image), face.landmarks, spec.alignment, spec.input_size)
+        five = align.INSIGHTFACE_MAPS[spec.landmarks_map] if spec.landmarks_map else None
+        return align.aligned_chip(as_rgb(image), face.landmarks, spec.alignment, spec.input_size, five)
 
     def face_template(self, image: np.ndarray, face: Face) -> np.ndarray:
         """Unit-norm float32 template of one already detected face."""

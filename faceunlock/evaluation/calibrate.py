@@ -178,12 +178,14 @@ def embed_images(
     ``flip`` (default: the spec's ``flip_average``). Cached in ``cache_dir``."""
     from dataclasses import replace as _replace
 
-    from ..align import aligned_chip
+    from ..align import INSIGHTFACE_MAPS, aligned_chip
     from ..embed import Embedder
     from ..image import load_image
 
     if flip is not None:
         spec = _replace(spec, flip_average=flip)
+    if five is None and spec.landmarks_map:
+        five = INSIGHTFACE_MAPS[spec.landmarks_map]
     key = _key([(str(im.path), im.pad) for im in images],
                hashlib.sha256(np.ascontiguousarray(landmarks).tobytes()).hexdigest(),
                spec.name, spec.sha256 or spec.source_sha256, spec.alignment, spec.input_size, spec.pixel_mean,
@@ -310,12 +312,14 @@ def worst_group_threshold(blocks: dict[tuple[str, str], Block], target_far: floa
 # some same-group "impostor" pairs are the same person. A pair is excluded as the same person
 #   (a) automatically when BOTH shipped embedders accept it at their thresholds calibrated on
 #       other, identity-labelled data (faces-dev, all pairs, 1/50,000): two different models
-#       agreeing is strong evidence (precision checked by eye: docs/EMBEDDERS.md), or
+#       agreeing is strong evidence, but not proof: near the strong threshold such pairs were
+#       looked at too, and one marked "different" in SAME_PERSON_FILE stays an impostor pair, or
 #   (b) when a person looked at the two photos and marked them "same" in SAME_PERSON_FILE
-#       (pairs one model scores high and the other does not; "different" and "unsure" stay
-#       impostor pairs).
+#       (pairs one model scores high and the other does not).
+# "unsure" changes neither default: a pair both models accept stays excluded, any other pair
+# stays an impostor pair.
 # The raw rate (no exclusion) is always reported beside the cleaned one as an upper bound.
-AUTO_SAME_PERSON = {"mobilefacenet-v1": 0.6180, "dlib-resnet-v1": 0.9426}
+AUTO_SAME_PERSON = {"mobilefacenet-v1": 0.5967, "dlib-resnet-v1": 0.9426}
 SAME_PERSON_FILE = Path(__file__).resolve().parent / "utkface_same_person.csv"
 
 
@@ -335,8 +339,9 @@ def read_same_person_labels(path: Path = SAME_PERSON_FILE) -> dict[tuple[str, st
 def same_person_pairs(
     images: list[DevImage], templates: dict[str, np.ndarray], labels: dict[tuple[str, str], str] | None = None,
 ) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
-    """(pairs excluded by the automatic rule, pairs excluded by a ``same`` label): unordered
-    index pairs of UTKFace images in one group. ``templates`` maps embedder name → (N, D)
+    """(pairs excluded by the automatic rule and not labelled ``different``,
+    further pairs excluded by a ``same`` label): unordered index pairs of UTKFace images in
+    one group. ``templates`` maps embedder name → (N, D)
     templates and must hold every embedder of :data:`AUTO_SAME_PERSON`."""
     labels = read_same_person_labels() if labels is None else labels
     utk = [k for k, im in enumerate(images) if im.source == "utkface"]
@@ -358,12 +363,16 @@ def same_person_pairs(
         auto |= {(int(idx_a[i]), int(idx_a[j])) for i, j in zip(a, b)}
     name_to_idx = {images[k].path.name: k for k in utk}
     manual: set[tuple[int, int]] = set()
+    vetoed: set[tuple[int, int]] = set()
     for (fa, fb), verdict in labels.items():
-        if verdict == "same" and fa in name_to_idx and fb in name_to_idx:
+        if fa in name_to_idx and fb in name_to_idx:
             i, j = sorted((name_to_idx[fa], name_to_idx[fb]))
             if images[i].group == images[j].group:
-                manual.add((i, j))
-    return auto, manual - auto
+                if verdict == "same":
+                    manual.add((i, j))
+                elif verdict == "different":
+                    vetoed.add((i, j))
+    return auto - vetoed, manual - auto
 
 
 @dataclass
@@ -439,6 +448,8 @@ def by_group(
     temps = {name: embed_images(images, lms, s, cache_dir=cache_dir, threads=threads) for name, s in need.items()}
     auto, manual = same_person_pairs(images, temps, labels)
     excluded = auto | manual
+    n_auto = sum(images[i].half == images[j].half for i, j in auto)  # pairs that are ever scored
+    n_manual = sum(images[i].half == images[j].half for i, j in manual)
     results = []
     for spec in specs:
         raw = group_blocks(images, temps[spec.name])
@@ -453,5 +464,5 @@ def by_group(
         if spec.convenience_threshold is not None and round(spec.convenience_threshold, 4) != conv:
             rows[f"shipped convenience {spec.convenience_threshold:.4f}"] = group_rows(raw, clean, spec.convenience_threshold)
         fails = int((~np.all(np.isfinite(temps[spec.name]), axis=1)).sum())
-        results.append(ByGroupResult(spec.name, strong, per_s, conv, per_c, rows, len(auto), len(manual), fails))
+        results.append(ByGroupResult(spec.name, strong, per_s, conv, per_c, rows, n_auto, n_manual, fails))
     return results
