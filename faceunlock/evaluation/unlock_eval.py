@@ -363,8 +363,18 @@ def _video_data(engines: list, video: Video, policy: Policy, *, enrol_s: float, 
     ``max_window_frames`` (cut short by the clip's end, never below ``policy.max_frames``);
     windows start every ``stride_s`` seconds after enrolment (at most ``max_windows``,
     spread evenly over the clip)."""
-    key = (f"{video.path}|{video.path.stat().st_size}|{enrol_s}|{stride_s}|{max_windows}|{window_s}|"
-           f"{max_window_frames}|{policy.max_frames}|{_gates(policy)}")
+    gen, fps, n = _frames(video.path)
+    gen.close()
+    duration = n / fps if n else 0.0
+    e_s = min(enrol_s, 0.5 * duration) if duration else enrol_s
+    e_frames = int(round(e_s * fps))
+    per_window = max(policy.max_frames, min(max_window_frames, int(round(window_s * fps))))
+    stride = max(1, int(round(stride_s * fps)))
+    starts = list(range(e_frames, n - policy.max_frames + 1, stride))
+    if len(starts) > max_windows:
+        starts = [starts[int(round(j))] for j in np.linspace(0, len(starts) - 1, max_windows)]
+    spans = [(s, min(s + per_window, n)) for s in starts]
+    key = f"{video.path}|{video.path.stat().st_size}|{e_frames}|{spans}|{_gates(policy)}"
     out: list[_VideoData | None] = []
     todo = []
     for i, eng in enumerate(engines):
@@ -380,16 +390,6 @@ def _video_data(engines: list, video: Video, policy: Policy, *, enrol_s: float, 
             todo.append(i)
     if not todo:
         return out  # type: ignore[return-value]
-    _, fps, n = _frames(video.path)
-    duration = n / fps if n else 0.0
-    e_s = min(enrol_s, 0.5 * duration) if duration else enrol_s
-    e_frames = int(round(e_s * fps))
-    per_window = max(policy.max_frames, min(max_window_frames, int(round(window_s * fps))))
-    stride = max(1, int(round(stride_s * fps)))
-    starts = list(range(e_frames, n - policy.max_frames + 1, stride))
-    if len(starts) > max_windows:
-        starts = [starts[int(round(j))] for j in np.linspace(0, len(starts) - 1, max_windows)]
-    spans = [(s, min(s + per_window, n)) for s in starts]
     wanted = {k for a, b in spans for k in range(a, b)}
     results: dict[int, dict[int, np.ndarray | None]] = {i: {} for i in todo}
     galleries: dict[int, np.ndarray | None] = {}
@@ -584,14 +584,15 @@ def evaluate_dev(
 
     Videos: each clip's person is enrolled through :meth:`FaceUnlock.enroll` from its first
     ``enrol_s`` seconds (at most half the clip). An attempt reads what an unlock with
-    liveness on may read: ``window_s`` seconds (default ``policy.timeout_s``), at most
-    ``max_window_frames`` frames (default ``LIVENESS_MAX_FRAMES``); attempts start every
-    ``stride_s`` seconds after enrolment (at most ``max_windows`` per clip, so they
-    overlap). A window of the same person is a genuine attempt, a window of every other
-    person an impostor attempt (two clips of one person are one person). Each attempt is
-    replayed frame by frame (:func:`replay_scores`: the frame rule and the early stop on
-    clear misses) with the liveness verdict left out: every attempt counts as live. Rows: per group of the attempting person, "same group" (impostor
-    and owner in one labelled group) and all.
+    liveness on may read: ``window_s`` seconds of camera time (default
+    ``policy.timeout_s``), at most ``max_window_frames`` frames (default
+    ``faceunlock.unlock.MAX_ATTEMPT_FRAMES``); attempts start every ``stride_s`` seconds
+    after enrolment (at most ``max_windows`` per clip, so they overlap). A window of the
+    same person is a genuine attempt, a window of every other person an impostor attempt
+    (two clips of one person are one person). Each attempt is replayed frame by frame
+    (:func:`replay`: the frame rule and the early stop on clear misses) with the liveness
+    verdict left out: every attempt counts as live. Rows: per group of the attempting
+    person, "same group" (impostor and owner in one labelled group) and all.
 
     Photos: every person of LFW dev, ORL, face-api.js and CASIA-FaceV5 with more than
     ``enroll_k`` photos is enrolled from the first ``enroll_k``; each other photo of them is
@@ -612,7 +613,7 @@ def evaluate_dev(
     from .. import unlock as U
 
     window_s = window_s if window_s is not None else policy.timeout_s
-    max_window_frames = max_window_frames or int(getattr(U, "LIVENESS_MAX_FRAMES", 90))
+    max_window_frames = max_window_frames or int(getattr(U, "MAX_ATTEMPT_FRAMES", getattr(U, "LIVENESS_MAX_FRAMES", 90)))
     ev = DevEvaluation({}, rules, {}, [], 0.0)
     names = []
     for eng in engines:
@@ -632,8 +633,8 @@ def evaluate_dev(
                                     window_s=window_s, max_window_frames=max_window_frames, cache=cache))
         ev.notes.append(
             f"videos: {len(vids)} clips of {len({v.person for v in vids})} people; enrolled from the first "
-            f"{enrol_s:g} s (at most half a clip); an attempt reads up to {window_s:g} s / {max_window_frames} frames "
-            f"(an unlock with liveness on) and ends early after {_clear_miss()[0]} clear misses in a row; attempts "
+            f"{enrol_s:g} s (at most half a clip); an attempt reads up to {window_s:g} s of frames "
+            f"(camera time, as an unlock with liveness on; at most {max_window_frames} frames) and ends early after {_clear_miss()[0]} clear misses in a row; attempts "
             f"start every {stride_s:g} s after enrolment (they overlap), at most {max_windows} per clip")
         for e, name in enumerate(names):
             thr = ev.thresholds[name]
