@@ -563,7 +563,7 @@ def _add_device_commands(sub) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="stop reading a live camera after this long (20)")
     p.add_argument("--skip", type=float, default=0.0, help="files: seconds of the recording to skip first")
     p.add_argument("--append", action="store_true", help="add templates to the user's existing ones")
-    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`); "
+    p.add_argument("--embedder", help="embedder name or spec path (default mobilefacenet-v1; see `faceunlock models list`); "
                    "unlock then uses the same one automatically")
     p.add_argument("--min-face-px", type=int, help="face-size gate in pixels (policy default 80)")
     p.add_argument("--quiet", action="store_true", help="no live guidance on stderr")
@@ -614,7 +614,7 @@ def _labelled_folder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad", type=float, default=0.3, help="replicated border around each image, fraction of its size")
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--embedder", help="embedder name or spec path (default dlib-resnet-v1; see `faceunlock models list`)")
+    p.add_argument("--embedder", help="embedder name or spec path (default mobilefacenet-v1; see `faceunlock models list`)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,11 +40,14 @@ class FaceEngine:
     Args:
         threads: interpreter threads per model; ``None`` lets the runtime choose. One
             thread is usually the fastest per frame on small devices.
-        embedder: which embedding model makes the templates: ``None`` (dlib's ResNet, the
-            shipped default ``"dlib-resnet-v1"``), the name of a model imported with
+        embedder: which embedding model makes the templates: ``None`` (the default,
+            ``"mobilefacenet-v1"``: MobileFaceNet, Apache-2.0, 192-D), ``"dlib-resnet-v1"``
+            (dlib's CC0 ResNet, 128-D, also shipped), the name of a model imported with
             ``faceunlock models import`` (e.g. ``"insightface-mbf"``), a path to its
             ``spec.json`` or folder, or an :class:`~faceunlock.embed.EmbedderSpec`. An
             unknown name raises :class:`~faceunlock.ModelError` saying how to import it.
+            Templates remember their embedder; a user enrolled with another one must
+            re-enrol (or unlock with an engine using that embedder).
         refine_landmarks: run the face mesh a second time on an ROI built from the first
             pass's landmarks and average the two sets of landmarks. Costs one face-mesh run
             (≈ 1.6 ms); lowered the false rejects at the strong threshold from 6.3 % to 5.3 %
@@ -194,8 +197,8 @@ class FaceEngine:
         return self._embedder.embed(self.chip(image, face))
 
     def template(self, image: np.ndarray) -> np.ndarray:
-        """Template of the largest face: float32 (D,), unit norm (D = 128 for the default,
-        512 for ``insightface-mbf``).
+        """Template of the largest face: float32 (D,), unit norm (D = 192 for the default
+        ``mobilefacenet-v1``, 128 for ``dlib-resnet-v1``, 512 for ``insightface-mbf``).
 
         Raises :class:`~faceunlock.NoFaceError` when there is no face.
         """

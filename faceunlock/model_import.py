@@ -198,9 +198,9 @@ def import_model(
     Raises :class:`LicenceNotAccepted` after showing the terms when ``accept_license`` is
     false, :class:`~faceunlock.ModelError` for every other failure; nothing is written then.
     """
-    if not name or set(name) - NAME_OK or name.startswith(".") or name == "dlib-resnet-v1":
+    if not name or set(name) - NAME_OK or name.startswith(".") or name in ("dlib-resnet-v1", "mobilefacenet-v1"):
         raise ModelError(f"bad model name {name!r}: use lower-case letters, digits, '-', '_', '.'; "
-                         "'dlib-resnet-v1' is the shipped model")
+                         "'dlib-resnet-v1' and 'mobilefacenet-v1' are the shipped models")
     src = find_source(source, python)
     src_sha = sha256_file(src)
     km = known_model(src_sha)

@@ -31,9 +31,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .embed import DLIB_RESNET, imported_specs, user_model_dir
+    from .embed import SHIPPED_EMBEDDERS, imported_specs, user_model_dir
 
-    specs = [DLIB_RESNET] + imported_specs()
+    specs = list(SHIPPED_EMBEDDERS.values()) + imported_specs()
     if args.json:
         print(json.dumps([s.to_json() for s in specs], indent=1))
         return 0

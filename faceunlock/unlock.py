@@ -21,6 +21,7 @@ import numpy as np
 from . import policy as pol
 from .decision import DEFAULT_RULE, SINGLE_FRAME, AdaptRule, FrameDecision, FrameRule, adapt_gallery
 from .detect import Face
+from .embed import DEFAULT_EMBEDDER
 from .engine import FaceEngine
 from .errors import EnrollmentError, FaceUnlockError
 from .image import as_rgb
@@ -557,10 +558,13 @@ class FaceUnlock:
             raise FaceUnlockError(f"user {user!r} is not enrolled")
 
     def _check_embedder(self, rec: UserRecord) -> None:
-        if rec.embedder != self.engine.embedder_spec.name:
+        have, want = rec.embedder, self.engine.embedder_spec.name
+        if have != want:  # one line: the CLI prints it as is
             raise FaceUnlockError(
-                f"templates were made by embedder {rec.embedder!r} but the engine uses "
-                f"{self.engine.embedder_spec.name!r}: re-enrol the user with this engine"
+                f"this user was enrolled with embedder {have!r} but the engine uses {want!r} (the default "
+                f"embedder is {DEFAULT_EMBEDDER.name!r} after faceunlock 0.1.0); templates of different embedders cannot be "
+                f"compared: re-enrol the user (faceunlock enroll USER ...), or keep {have!r} with "
+                f"FaceEngine(embedder={have!r}) / --embedder {have}"
             )
 
 

@@ -114,11 +114,11 @@ def test_template_dtype_shape_norm(engine, astronaut, grace_hopper):
     for img in (astronaut, grace_hopper):
         t = engine.template(img)
         assert isinstance(t, np.ndarray)
-        assert t.dtype == np.float32 and t.shape == (128,)
+        assert t.dtype == np.float32 and t.shape == (engine.embedder_spec.dim,)
         assert np.all(np.isfinite(t))
         assert abs(float(np.linalg.norm(t)) - 1.0) < 1e-5
     ts = engine.templates(astronaut)
-    assert len(ts) == 1 and ts[0].dtype == np.float32 and ts[0].shape == (128,)
+    assert len(ts) == 1 and ts[0].dtype == np.float32 and ts[0].shape == (engine.embedder_spec.dim,)
 
 
 def test_templates_deterministic(engine, astronaut):

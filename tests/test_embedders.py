@@ -44,11 +44,55 @@ def _fake_import(model_dir: Path, name: str = "fake-embedder", **over) -> Path:
 
 def test_default_engine_threshold_is_default_threshold():
     e = fu.FaceEngine()
-    assert e.embedder_spec is DLIB_RESNET
-    assert e.threshold == fu.DEFAULT_THRESHOLD == DLIB_RESNET.threshold
-    assert fu.FaceEngine(embedder="dlib-resnet-v1").embedder_spec is DLIB_RESNET
-    assert DLIB_RESNET.alignment == "dlib-150" and DLIB_RESNET.dim == 128
-    assert embed.known_model(DLIB_RESNET.source_sha256).threshold == fu.DEFAULT_THRESHOLD
+    assert e.embedder_spec is embed.MOBILEFACENET is embed.DEFAULT_EMBEDDER
+    assert e.threshold == fu.DEFAULT_THRESHOLD == embed.MOBILEFACENET.threshold
+    assert fu.CONVENIENCE_THRESHOLD == embed.MOBILEFACENET.convenience_threshold
+    assert fu.FaceEngine(embedder="mobilefacenet-v1").embedder_spec is embed.MOBILEFACENET
+    m = embed.MOBILEFACENET
+    assert (m.alignment, m.input_size, m.dim, m.pixel_mean, m.pixel_scale, m.layout) == (
+        "insightface-112", 112, 192, 127.5, 128.0, "NHWC")
+    assert m.sha256 == sha256_file(m.path) and m.licence.startswith("Apache-2.0")
+    # dlib's CC0 model stays shipped and selectable, with its own calibration
+    d = fu.FaceEngine(embedder="dlib-resnet-v1")
+    assert d.embedder_spec is DLIB_RESNET and d.threshold == DLIB_RESNET.threshold != fu.DEFAULT_THRESHOLD
+    assert DLIB_RESNET.alignment == "dlib-150" and DLIB_RESNET.dim == 128 and DLIB_RESNET.licence.startswith("CC0")
+    assert embed.known_model(DLIB_RESNET.source_sha256).threshold == DLIB_RESNET.threshold
+    assert set(embed.SHIPPED_EMBEDDERS) == {"mobilefacenet-v1", "dlib-resnet-v1"}
+
+
+def test_mobilefacenet_chip_is_rgb_normalised_and_batch_one(astronaut):
+    """The default embedder is fed (rgb - 127.5) / 128 in RGB order, one chip at a time,
+    and mirror-averaging is off (not chosen: docs/EMBEDDERS.md)."""
+    e = embed.Embedder(embed.MOBILEFACENET, threads=1)
+    chip = np.zeros((112, 112, 3), np.uint8)
+    chip[..., 0] = 255
+    x = e.prepare(chip)
+    assert x.shape == (1, 112, 112, 3) and x.dtype == np.float32
+    assert np.allclose(x[0, 0, 0], [(255 - 127.5) / 128, -127.5 / 128, -127.5 / 128])
+    assert not embed.MOBILEFACENET.flip_average
+    eng = fu.FaceEngine(threads=1)
+    face = eng.detect(astronaut)[0]
+    c = eng.chip(astronaut, face)
+    assert c.shape == (112, 112, 3)
+    t = e.embed(c)
+    assert t.shape == (192,) and abs(float(np.linalg.norm(t)) - 1) < 1e-5
+    # RGB, not BGR: swapping channels changes the template
+    assert float(t @ e.embed(c[..., ::-1].copy())) < 0.999
+
+
+def test_unlock_on_a_record_of_another_shipped_embedder_says_re_enrol(tmp_path, astronaut):
+    """A store enrolled with 0.1.0's default (dlib) keeps working with a dlib engine, and the
+    new default engine refuses it with one line naming both embedders and the fix."""
+    store = fu.TemplateStore(tmp_path / "s.fus", key=os.urandom(32))
+    old = fu.FaceUnlock(store, engine=fu.FaceEngine(threads=1, embedder="dlib-resnet-v1"), liveness=False)
+    old.enroll("alice", [astronaut] * 6)
+    assert store.get("alice").embedder == "dlib-resnet-v1"
+    new = fu.FaceUnlock(store, engine=fu.FaceEngine(threads=1), liveness=False)
+    with pytest.raises(fu.FaceUnlockError) as exc:
+        new.unlock("alice", [astronaut] * 3)
+    msg = str(exc.value)
+    assert "\n" not in msg and "'dlib-resnet-v1'" in msg and "'mobilefacenet-v1'" in msg and "re-enrol" in msg
+    assert "embedder='dlib-resnet-v1'" in msg  # how to keep the old model
 
 
 def test_unknown_name_says_how_to_import(model_dir):
