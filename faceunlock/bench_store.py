@@ -63,9 +63,13 @@ class _CountingStore:
             self.reads += 1
         return data
 
-    def _commit(self, op) -> None:  # type: ignore[no-untyped-def]
+    def _commit(self, op, **kw) -> None:  # type: ignore[no-untyped-def]
         self.writes += 1
-        super()._commit(op)  # type: ignore[misc]
+        super()._commit(op, **kw)  # type: ignore[misc]
+
+    def _write_att(self, op, changes) -> None:  # type: ignore[no-untyped-def]
+        self.writes += 1
+        super()._write_att(op, changes)  # type: ignore[misc]
 
 
 def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

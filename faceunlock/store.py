@@ -124,6 +124,14 @@ _INTEGRITY_MESSAGE = (
 _TMP_PREFIX = ".{name}.tmp-"
 _TMP_SUFFIX_RE = re.compile(r"^[0-9a-f]{32}$")
 
+# Attempt-counter file ``<store>.att`` (docs/STORE.md, "Attempt counters"): lockout fields
+# changed without touching templates are written here, bound to the store file's MAC, so
+# charging or refunding an unlock attempt does not rewrite the whole store.
+ATT_MAGIC: bytes = b"\x89FUA\r\n\x1a\n"
+_ATT_ENTRY = struct.Struct(">32sIdBd")  # user tag, failures, locked_until, permanent_lock, last_attempt
+_ATT_MIN = len(ATT_MAGIC) + MAC_BYTES + NONCE_BYTES + TAG_BYTES + 4
+_ATT_MAX = _ATT_MIN + MAX_USERS * _ATT_ENTRY.size
+
 
 class StoreValueError(StoreError, ValueError):
     """A bad argument to the store: wrong key length, invalid user id, invalid record."""
@@ -435,6 +443,30 @@ def _decode_record(pt: bytes) -> tuple[str, UserRecord]:
         return user, rec
     except Exception:
         raise _integrity() from None
+
+
+def _lockout_fields(rec: UserRecord) -> tuple[int, float, bool, float]:
+    """The validated lockout fields of a record (what the .att file holds)."""
+    failures = rec.failures
+    if not (_is_int(failures) or isinstance(failures, np.integer)) or failures < 0 or failures > 0xFFFFFFFF:
+        raise StoreValueError("UserRecord.failures must be an int >= 0")
+    if not isinstance(rec.permanent_lock, (bool, np.bool_)):
+        raise StoreValueError("UserRecord.permanent_lock must be a bool")
+    return (int(failures), _finite("locked_until", rec.locked_until), bool(rec.permanent_lock),
+            _finite("last_attempt", rec.last_attempt))
+
+
+def _lockout_only(old: UserRecord | None, new: UserRecord | None) -> bool:
+    """True when ``new`` differs from the existing ``old`` in lockout fields only."""
+    if old is None or new is None or not isinstance(new, UserRecord):
+        return False
+    if new.embedder != old.embedder or new.created != old.created or new.meta != old.meta:
+        return False
+    t = new.templates
+    return t is old.templates or (
+        isinstance(t, np.ndarray) and t.shape == old.templates.shape and t.dtype == old.templates.dtype
+        and np.array_equal(t, old.templates)
+    )
 
 
 # --------------------------------------------------------------------------- paths
@@ -749,6 +781,9 @@ class _Opened:
     keys: _Keys
     master: bytes
     entries: dict[bytes, _Entry]
+    mac: bytes = b""  # the file's MAC trailer ("" for a file not yet written)
+    att: dict[bytes, tuple[int, float, bool, float]] = field(default_factory=dict)  # valid counters overlay
+    fresh: set[bytes] = field(default_factory=set)  # tags re-sealed by the current write
 
 
 def _parse_header(data: bytes) -> _Header:
@@ -882,6 +917,7 @@ class TemplateStore:
             raise StoreValueError(f"store path {self.path} is a directory; name a file in it (e.g. default.fus)")
         self._allow_weak_kdf = bool(_allow_weak_kdf_for_tests)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._att_path = self.path.with_name(self.path.name + ".att")
         self._kdf_cache: dict[tuple[int, int, int, int, bytes], bytes] = {}
         exists = self.path.exists()
         if not exists and not create:
@@ -1062,7 +1098,7 @@ class TemplateStore:
         master, keys = chosen
         if not hmac.compare_digest(_hmac(keys.mac, memoryview(data)[:-MAC_BYTES]), data[-MAC_BYTES:]):
             raise _integrity()
-        return _Opened(h, data[:_HEADER_LEN], keys, master, _parse_entries(data))
+        return _Opened(h, data[:_HEADER_LEN], keys, master, _parse_entries(data), data[-MAC_BYTES:])
 
     @staticmethod
     def _unseal(op: _Opened, e: _Entry) -> tuple[str, UserRecord]:
@@ -1077,6 +1113,9 @@ class TemplateStore:
             raise _integrity() from None
         if not hmac.compare_digest(_hmac(op.keys.uid, raw), e.tag):
             raise _integrity()
+        c = op.att.get(e.tag)
+        if c is not None:  # newer attempt counters from the .att file
+            rec.failures, rec.locked_until, rec.permanent_lock, rec.last_attempt = c
         return user, rec
 
     @staticmethod
@@ -1122,7 +1161,74 @@ class TemplateStore:
 
     def _read_opened(self) -> _Opened | None:
         data = self._read()
-        return None if data is None else self._open(data)
+        if data is None:
+            return None
+        op = self._open(data)
+        self._read_att(op)
+        return op
+
+    # ---- attempt counters (<store>.att)
+    def _read_att(self, op: _Opened) -> None:
+        """Load the attempt-counter overlay into ``op.att`` when the .att file belongs to
+        this store file. Any byte changed in it is an integrity error; an authentic file
+        bound to an earlier store file (its counters were folded in since) is ignored."""
+        try:
+            fd = os.open(self._att_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StoreError(f"cannot read attempt counters {self._att_path}: {e.strerror}") from None
+        try:
+            data = os.read(fd, _ATT_MAX + 1)
+        finally:
+            os.close(fd)
+        m = len(ATT_MAGIC)
+        if not _ATT_MIN <= len(data) <= _ATT_MAX or data[:m] != ATT_MAGIC:
+            raise _integrity()
+        bound, nonce, ct = data[m : m + MAC_BYTES], data[m + MAC_BYTES : m + MAC_BYTES + NONCE_BYTES], data[m + MAC_BYTES + NONCE_BYTES :]
+        try:
+            pt = AESGCM(op.keys.enc).decrypt(nonce, ct, ATT_MAGIC + op.header_bytes + bound)
+        except InvalidTag:
+            raise _integrity() from None
+        if not hmac.compare_digest(bound, op.mac):
+            return  # stale: written for an earlier store file, whose writer folded it in
+        (n,) = _COUNT.unpack_from(pt, 0)
+        if len(pt) != _COUNT.size + n * _ATT_ENTRY.size:
+            raise _integrity()
+        att: dict[bytes, tuple[int, float, bool, float]] = {}
+        prev = b""
+        for tag, failures, until, perm, last in _ATT_ENTRY.iter_unpack(pt[_COUNT.size :]):
+            if tag <= prev or tag not in op.entries or perm > 1 or not (math.isfinite(until) and math.isfinite(last)):
+                raise _integrity()
+            att[tag] = (failures, until, bool(perm), last)
+            prev = tag
+        op.att = att
+
+    def _write_att(self, op: _Opened, changes: dict[bytes, UserRecord]) -> None:
+        """Write ``op.att`` plus ``changes`` (lockout fields only) as the new .att file, bound
+        to the store file's MAC. The store file itself is not rewritten."""
+        att = dict(op.att)
+        for tag, rec in changes.items():
+            att[tag] = _lockout_fields(rec)
+        body = b"".join(_ATT_ENTRY.pack(t, *att[t]) for t in sorted(att))
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        ct = AESGCM(op.keys.enc).encrypt(nonce, _COUNT.pack(len(att)) + body, ATT_MAGIC + op.header_bytes + op.mac)
+        _remove_stale_temps(self._att_path)
+        try:
+            _write_new_file(self._att_path, ATT_MAGIC + op.mac + nonce + ct, replace=True)
+        except OSError as e:
+            raise StoreError(f"cannot write attempt counters {self._att_path}: {e.strerror}") from None
+        op.att = att
+
+    def _drop_att(self, *, durable: bool) -> None:
+        try:
+            os.unlink(self._att_path)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StoreError(f"cannot remove attempt counters {self._att_path}: {e.strerror}") from None
+        if durable:
+            _fsync_dir(self._att_path.parent)
 
     # ---- writing
     def _cleanup_temps(self) -> None:
@@ -1139,14 +1245,23 @@ class TemplateStore:
                 except OSError:
                     pass
 
-    def _commit(self, op: _Opened) -> None:
+    def _commit(self, op: _Opened, *, drop_att_first: bool = False) -> None:
+        for tag in op.att:  # fold the attempt counters into the records being rewritten
+            e = op.entries.get(tag)
+            if e is not None and tag not in op.fresh:
+                user, rec = self._unseal(op, e)
+                op.entries[tag] = self._seal(op, user.encode("utf-8"), _encode_record(user, rec))
+        op.att = {}
         _check_file_limits([len(e.ct) for e in op.entries.values()])  # never a file open() rejects
         data = self._serialize(op)
         self._cleanup_temps()
+        if drop_att_first:  # rekey: an .att file under the old key must never outlive it
+            self._drop_att(durable=True)
         try:
             _write_new_file(self.path, data, replace=True)
         except OSError as e:
             raise StoreError(f"cannot write store {self.path}: {e.strerror}") from None
+        self._drop_att(durable=False)  # now stale (bound to the old file's MAC) if it survived a crash
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -1208,12 +1323,16 @@ class TemplateStore:
             # file MAC already covers all bytes): a write never vouches for unchecked bytes.
             self._authenticate_rest(op, {tag})
             new = fn(old)
+            if _lockout_only(old, new):
+                self._write_att(op, {tag: new})  # type: ignore[dict-item]
+                return new
             if new is None:
                 if old is None:
                     return None
                 del op.entries[tag]
             else:
                 op.entries[tag] = self._seal(op, raw, _encode_record(user, new))
+                op.fresh.add(tag)
             if not existed and not op.entries:
                 return new
             self._commit(op)
@@ -1264,13 +1383,19 @@ class TemplateStore:
             changes = fn(dict(current)) or {}
             if not changes:
                 return current
+            for u in changes:
+                if wanted is not None and u not in wanted:
+                    raise StoreValueError(f"update_many: {u!r} was not among the users read")
+            if all(_lockout_only(current.get(u), new) for u, new in changes.items()):
+                self._write_att(op, {_hmac(op.keys.uid, _check_user(u)): new for u, new in changes.items()})  # type: ignore[misc]
+                current.update(changes)
+                return current
             sealed: dict[bytes, _Entry | None] = {}
             for u, new in changes.items():
                 raw = _check_user(u)
-                if wanted is not None and u not in wanted:
-                    raise StoreValueError(f"update_many: {u!r} was not among the users read")
                 t = _hmac(op.keys.uid, raw)
                 sealed[t] = None if new is None else self._seal(op, raw, _encode_record(u, new))
+            op.fresh.update(t for t, ent in sealed.items() if ent is not None)
             self._authenticate_rest(op, done)
             for t, ent in sealed.items():
                 if ent is None:
@@ -1402,7 +1527,7 @@ class TemplateStore:
                     ent = self._seal(new_op, raw, pt)
                     new_op.entries[ent.tag] = ent
                 if op is not None:
-                    self._commit(new_op)
+                    self._commit(new_op, drop_att_first=True)
             except BaseException:
                 (
                     self._key, self._passphrase, self._key_file, self._kdf_params, self._new_salt,

@@ -209,9 +209,13 @@ class CountingStore(TemplateStore):
             type(self).reads += 1
         return data
 
-    def _commit(self, op) -> None:
+    def _commit(self, op, **kw) -> None:
         type(self).writes += 1
-        super()._commit(op)
+        super()._commit(op, **kw)
+
+    def _write_att(self, op, changes) -> None:
+        type(self).writes += 1
+        super()._write_att(op, changes)
 
 
 def test_identify_charges_every_candidate_with_one_read_and_one_write(tmp_path, enrolled, engine):
@@ -316,3 +320,48 @@ def test_bench_store_runs_on_a_real_store(tmp_path):
         assert r["identify_charge_reads_writes"] == [1, 1]
         assert r["unlock_store_ms"] > 0 and r["identify_match_ms_per_frame"] > 0
     assert list(tmp_path.iterdir()) == []  # temporary stores and keys removed
+
+
+# --------------------------------------------------------------------------- the .att counter file
+def _counted(s: TemplateStore, n: int) -> None:
+    for _ in range(n):
+        s.update("alice", lambda r: pol.record_failure(r, 1_000_000.0, pol.Policy()))
+
+
+def test_charges_write_only_the_counter_file(tmp_path, enrolled):
+    s = _store(tmp_path, enrolled)
+    before = s.path.read_bytes()
+    _counted(s, 3)
+    att = s.path.with_name(s.path.name + ".att")
+    assert s.path.read_bytes() == before and att.is_file() and (att.stat().st_mode & 0o777) == 0o600
+    assert s.get("alice").failures == 3 and TemplateStore(s.path, key=KEY).get("alice").failures == 3
+    assert s.verify() == 1
+    # a write that changes templates folds the counters into the store file and drops .att
+    s.put("bob", s.get("alice"))
+    assert not att.exists() and s.get("alice").failures == 3
+    _counted(s, 1)
+    s.rekey(key=bytes(32))
+    assert not att.exists() and TemplateStore(s.path, key=bytes(32)).get("alice").failures == 4
+
+
+def test_counter_file_tampering_is_detected_and_a_stale_copy_ignored(tmp_path, enrolled):
+    s = _store(tmp_path, enrolled)
+    att = s.path.with_name(s.path.name + ".att")
+    _counted(s, 2)
+    good = att.read_bytes()
+    for i in range(0, len(good), 7):
+        bad = bytearray(good)
+        bad[i] ^= 0x41
+        att.write_bytes(bytes(bad))
+        for op in (lambda: s.get("alice"), s.verify, lambda: _counted(s, 1)):
+            with pytest.raises(fu.StoreIntegrityError):
+                op()
+    att.write_bytes(good[:-1])
+    with pytest.raises(fu.StoreIntegrityError):
+        s.get("alice")
+    att.write_bytes(good)
+    s.put("bob", s.get("alice"))  # folds 2 failures into the store file
+    _counted(s, 1)  # 3, in a new .att bound to the new store file
+    att.write_bytes(good)  # an authentic copy bound to the previous store file: stale
+    assert s.get("alice").failures == 2  # ignored; what remains is the folded value
+    # (putting an older authentic copy back is rollback, a documented limit)
