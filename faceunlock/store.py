@@ -771,7 +771,7 @@ class _Header:
 class _Entry:
     tag: bytes
     nonce: bytes
-    ct: bytes
+    ct: bytes | memoryview  # a view into the file buffer when read from disk
 
 
 @dataclass
@@ -813,6 +813,7 @@ def _parse_entries(data: bytes) -> dict[bytes, _Entry]:
         raise _integrity()
     off = _HEADER_LEN + _COUNT.size
     entries: dict[bytes, _Entry] = {}
+    view = memoryview(data)
     prev = b""
     for _ in range(n):
         if off + _ENTRY.size > end:
@@ -821,7 +822,7 @@ def _parse_entries(data: bytes) -> dict[bytes, _Entry]:
         off += _ENTRY.size
         if ln < TAG_BYTES + 4 or off + ln > end or tag <= prev:
             raise _integrity()
-        entries[tag] = _Entry(tag, nonce, data[off : off + ln])
+        entries[tag] = _Entry(tag, nonce, view[off : off + ln])  # no copy of the ciphertext
         off += ln
         prev = tag
     if off != end:
@@ -1060,6 +1061,7 @@ class TemplateStore:
 
     # ---- reading & authenticating
     def _read(self) -> bytes | None:
+        """The whole store file (None when missing): one read of its size, no chunk copies."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -1070,14 +1072,17 @@ class TemplateStore:
             size = os.fstat(fd).st_size
             if size > MAX_FILE_BYTES:
                 raise _integrity()
-            chunks = []
-            while True:
+            first = os.read(fd, size + 1)  # regular files: all of it at once
+            if len(first) <= size and not os.read(fd, 1):
+                return first
+            chunks, total = [first], len(first)
+            while True:  # a short read, or a file that grew since fstat
                 b = os.read(fd, 1 << 20)
                 if not b:
                     break
                 chunks.append(b)
-                size -= len(b)
-                if size < -MAX_FILE_BYTES:
+                total += len(b)
+                if total > MAX_FILE_BYTES:
                     raise _integrity()
             return b"".join(chunks)
         finally:
@@ -1098,7 +1103,7 @@ class TemplateStore:
         master, keys = chosen
         if not hmac.compare_digest(_hmac(keys.mac, memoryview(data)[:-MAC_BYTES]), data[-MAC_BYTES:]):
             raise _integrity()
-        return _Opened(h, data[:_HEADER_LEN], keys, master, _parse_entries(data), data[-MAC_BYTES:])
+        return _Opened(h, bytes(data[:_HEADER_LEN]), keys, master, _parse_entries(data), bytes(data[-MAC_BYTES:]))
 
     @staticmethod
     def _unseal(op: _Opened, e: _Entry) -> tuple[str, UserRecord]:
