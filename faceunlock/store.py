@@ -66,6 +66,7 @@ __all__ = [
     "MAX_DIM",
     "MAX_USERS",
     "MAX_FILE_BYTES",
+    "Counters",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -131,6 +132,17 @@ ATT_MAGIC: bytes = b"\x89FUA\r\n\x1a\n"
 _ATT_ENTRY = struct.Struct(">32sIdBd")  # user tag, failures, locked_until, permanent_lock, last_attempt
 _ATT_MIN = len(ATT_MAGIC) + MAC_BYTES + NONCE_BYTES + TAG_BYTES + 4
 _ATT_MAX = _ATT_MIN + MAX_USERS * _ATT_ENTRY.size
+
+
+@dataclass(frozen=True)
+class Counters:
+    """A user's lockout state alone (what :meth:`TemplateStore.update_counters` passes);
+    fields as in :class:`UserRecord`. Fits :class:`faceunlock.policy.LockoutState`."""
+
+    failures: int
+    locked_until: float
+    permanent_lock: bool
+    last_attempt: float
 
 
 class StoreValueError(StoreError, ValueError):
@@ -1103,7 +1115,9 @@ class TemplateStore:
         master, keys = chosen
         if not hmac.compare_digest(_hmac(keys.mac, memoryview(data)[:-MAC_BYTES]), data[-MAC_BYTES:]):
             raise _integrity()
-        return _Opened(h, bytes(data[:_HEADER_LEN]), keys, master, _parse_entries(data), bytes(data[-MAC_BYTES:]))
+        op = _Opened(h, bytes(data[:_HEADER_LEN]), keys, master, _parse_entries(data), bytes(data[-MAC_BYTES:]))
+        self._authenticated = (op.header_bytes, keys)  # for update_counters' fast path
+        return op
 
     @staticmethod
     def _unseal(op: _Opened, e: _Entry) -> tuple[str, UserRecord]:
@@ -1173,7 +1187,7 @@ class TemplateStore:
         return op
 
     # ---- attempt counters (<store>.att)
-    def _read_att(self, op: _Opened) -> None:
+    def _read_att(self, op: _Opened, *, check_tags: bool = True) -> None:
         """Load the attempt-counter overlay into ``op.att`` when the .att file belongs to
         this store file. Any byte changed in it is an integrity error; an authentic file
         bound to an earlier store file (its counters were folded in since) is ignored."""
@@ -1203,13 +1217,13 @@ class TemplateStore:
         att: dict[bytes, tuple[int, float, bool, float]] = {}
         prev = b""
         for tag, failures, until, perm, last in _ATT_ENTRY.iter_unpack(pt[_COUNT.size :]):
-            if tag <= prev or tag not in op.entries or perm > 1 or not (math.isfinite(until) and math.isfinite(last)):
+            if tag <= prev or (check_tags and tag not in op.entries) or perm > 1 or not (math.isfinite(until) and math.isfinite(last)):
                 raise _integrity()
             att[tag] = (failures, until, bool(perm), last)
             prev = tag
         op.att = att
 
-    def _write_att(self, op: _Opened, changes: dict[bytes, UserRecord]) -> None:
+    def _write_att(self, op: _Opened, changes: dict[bytes, Any]) -> None:
         """Write ``op.att`` plus ``changes`` (lockout fields only) as the new .att file, bound
         to the store file's MAC. The store file itself is not rewritten."""
         att = dict(op.att)
@@ -1413,6 +1427,76 @@ class TemplateStore:
             if not existed and not op.entries:
                 return current
             self._commit(op)
+            return current
+
+    def update_counters(
+        self,
+        users: Iterable[str],
+        fn: Callable[[dict[str, Counters | None]], Mapping[str, Counters] | None],
+    ) -> dict[str, Counters | None]:
+        """Atomic read-modify-write of the lockout state of ``users`` alone.
+
+        ``fn`` gets ``{user: Counters or None (not enrolled)}`` and returns the changes
+        (enrolled users only); they are written to the attempt-counter file. When every user
+        already has counters there bound to the current store file, and the store's header is
+        one this object has authenticated, only that small file is read and written (plus the
+        store file's first 72 and last 32 bytes); otherwise this is :meth:`update_many`.
+        The store file is not authenticated on the fast path — it is not vouched for either:
+        the counter file binds its MAC, and every full read (any ``get``/``update``) checks it.
+        """
+        wanted = {u: _check_user(u) for u in users}
+        got = self._update_counters_fast(wanted, fn)
+        if got is not None:
+            return got
+
+        def full(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
+            cur = {u: None if r is None else Counters(*_lockout_fields(r)) for u, r in recs.items()}
+            out: dict[str, UserRecord | None] = {}
+            for u, c in (fn(dict(cur)) or {}).items():
+                r = recs.get(u)
+                if r is None:
+                    raise StoreValueError(f"update_counters: {u!r} is not enrolled")
+                f = _lockout_fields(c)  # type: ignore[arg-type]
+                out[u] = UserRecord(templates=r.templates, embedder=r.embedder, created=r.created, failures=f[0],
+                                    locked_until=f[1], permanent_lock=f[2], last_attempt=f[3], meta=r.meta)
+            return out
+
+        res = self.update_many(list(wanted), full)
+        return {u: None if r is None else Counters(*_lockout_fields(r)) for u, r in res.items()}
+
+    def _update_counters_fast(self, wanted: dict[str, bytes], fn) -> dict[str, Counters | None] | None:  # type: ignore[no-untyped-def]
+        known = getattr(self, "_authenticated", None)
+        if known is None or not self._att_path.exists():
+            return None
+        with self._write_lock():
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            try:
+                size = os.fstat(fd).st_size
+                if not _MIN_FILE <= size <= MAX_FILE_BYTES:
+                    return None
+                head = os.pread(fd, _HEADER_LEN, 0)
+                mac = os.pread(fd, MAC_BYTES, size - MAC_BYTES)
+            finally:
+                os.close(fd)
+            header_bytes, keys = known
+            if head != header_bytes or len(mac) != MAC_BYTES:
+                return None
+            op = _Opened(None, header_bytes, keys, b"", {}, mac)  # type: ignore[arg-type]
+            self._read_att(op, check_tags=False)
+            tags = {u: _hmac(keys.uid, raw) for u, raw in wanted.items()}
+            if not all(t in op.att for t in tags.values()):
+                return None
+            current: dict[str, Counters | None] = {u: Counters(*op.att[t]) for u, t in tags.items()}
+            changes = fn(dict(current)) or {}
+            for u in changes:
+                if u not in wanted:
+                    raise StoreValueError(f"update_counters: {u!r} was not among the users read")
+            if changes:
+                self._write_att(op, {tags[u]: c for u, c in changes.items()})  # type: ignore[misc]
+                current.update({u: Counters(*op.att[tags[u]]) for u in changes})
             return current
 
     def put(self, user: str, record: UserRecord) -> None:

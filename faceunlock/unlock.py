@@ -499,20 +499,38 @@ class FaceUnlock:
         record, or None when the user was removed meanwhile or another attempt has since
         locked them out permanently (the grant is then withdrawn, fail closed; ``charge.lost``
         says which). A permanent lock set by this attempt's own charge is lifted: that charge
-        is what is being refunded."""
+        is what is being refunded. Without a template change this writes only the store's
+        attempt counters (:meth:`TemplateStore.update_counters`)."""
         mine, before = charge.charged[user], charge.before[user]
         lost: list[bool] = []
 
-        def fn(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
-            r = recs[user]
-            if r is None:
-                return {}
+        def settle(r):  # a UserRecord or store Counters; None when the grant is withdrawn
             if r.permanent_lock:
                 if before.permanent_lock or _lockout_fields(r) != _lockout_fields(mine):
                     lost.append(True)
-                    return {}
+                    return None
                 r = dataclasses.replace(r, permanent_lock=False)
-            return {user: self._granted_record(r, now, verdict)}
+            return r
+
+        if self._granted_record(mine, now, verdict).templates is mine.templates:
+            def counters(cur):
+                c = cur[user]
+                c = None if c is None else settle(c)
+                return {} if c is None else {user: pol.record_success(c, now)}
+
+            c = self.store.update_counters([user], counters)[user]
+            if lost:
+                charge.lost[user] = True
+                return None
+            if c is None:
+                return None
+            return dataclasses.replace(mine, failures=c.failures, locked_until=c.locked_until,
+                                       permanent_lock=c.permanent_lock, last_attempt=c.last_attempt)
+
+        def fn(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
+            r = recs[user]
+            r = None if r is None else settle(r)
+            return {} if r is None else {user: self._granted_record(r, now, verdict)}
 
         got = self.store.update_many([user], fn)[user]
         if lost:
@@ -541,7 +559,7 @@ class FaceUnlock:
                                                  permanent_lock=b.permanent_lock)
             return changes
 
-        return self.store.update_many(users, fn) if users else {}
+        return self.store.update_counters(users, fn) if users else {}  # type: ignore[arg-type,return-value]
 
     # ------------------------------------------------------------------ admin
     def users(self) -> list[str]:

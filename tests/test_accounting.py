@@ -241,7 +241,8 @@ def test_identify_charges_every_candidate_with_one_read_and_one_write(tmp_path, 
     CountingStore.reads = CountingStore.writes = 0
     r = u.identify(owner_frames(6))
     assert r.user == "alice" and r.reason is fu.Reason.GRANTED
-    assert (CountingStore.reads, CountingStore.writes) == (2, 2)  # charge, then alice's refund
+    # the charge reads and writes once; alice's refund writes only the counter file
+    assert (CountingStore.reads, CountingStore.writes) == (1, 2)
     assert s.get("alice").failures == 0 and s.get("u00").failures == 2
 
 
@@ -365,3 +366,29 @@ def test_counter_file_tampering_is_detected_and_a_stale_copy_ignored(tmp_path, e
     att.write_bytes(good)  # an authentic copy bound to the previous store file: stale
     assert s.get("alice").failures == 2  # ignored; what remains is the folded value
     # (putting an older authentic copy back is rollback, a documented limit)
+
+
+def test_update_counters_fast_path_reads_only_the_counter_file(tmp_path, enrolled):
+    _store(tmp_path, enrolled)
+    s = CountingStore(tmp_path / "s.fus", key=KEY)
+    P = pol.Policy()
+    got = s.update_counters(["alice"], lambda cur: {"alice": pol.record_failure(cur["alice"], 1e6, P)})
+    assert got["alice"].failures == 1  # no counter file yet: the full path (one read, one write)
+    CountingStore.reads = CountingStore.writes = 0
+    got = s.update_counters(["alice"], lambda cur: {"alice": pol.record_failure(cur["alice"], 1e6, P)})
+    assert got["alice"].failures == 2 and (CountingStore.reads, CountingStore.writes) == (0, 1)
+    assert s.update_counters(["alice", "nobody"], lambda cur: {})["nobody"] is None  # full path again
+    with pytest.raises(fu.StoreValueError):
+        s.update_counters(["alice"], lambda cur: {"mallory": cur["alice"]})
+    # the fast path does not authenticate the store body, and does not vouch for it either:
+    data = bytearray(s.path.read_bytes())
+    data[200] ^= 1  # inside alice's sealed record; header and MAC trailer unchanged
+    s.path.write_bytes(bytes(data))
+    s.update_counters(["alice"], lambda cur: {"alice": pol.record_failure(cur["alice"], 1e6, P)})
+    for op in (lambda: s.get("alice"), s.verify, lambda: u_charge(s)):
+        with pytest.raises(fu.StoreIntegrityError):
+            op()
+
+
+def u_charge(s: TemplateStore) -> None:
+    s.update_many(["alice"], lambda recs: {"alice": pol.record_failure(recs["alice"], 1e6, pol.Policy())})
