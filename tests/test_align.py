@@ -132,3 +132,44 @@ def test_chip_matches_dlib(astronaut):
         assert diff.max() <= 1, f"max diff {diff.max()}, mean {diff.mean():.3f}"
         checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("name", sorted(align.INSIGHTFACE_MAPS))
+def test_insightface_maps_are_affine_and_commute_with_similarity(name):
+    """Every candidate five-point map is an affine combination of mesh landmarks (weights sum
+    to 1), so mapping then moving the face equals moving then mapping."""
+    m5 = align.INSIGHTFACE_MAPS[name]
+    assert len(m5.indices) == 5 and all(abs(sum(w) - 1) < 1e-12 for w in m5.weights)
+    assert all(0 <= i < 468 for idx in m5.indices for i in idx)
+    rng = np.random.default_rng(5)
+    lm = rng.uniform(0, 400, (468, 3))
+    m = _similarity(17, 1.3, 40, -25)
+    moved = lm.copy()
+    moved[:, :2] = _apply(m, lm[:, :2])
+    assert np.allclose(m5.apply(moved), _apply(m, m5.apply(lm)), atol=1e-9)
+    # image-left eye left of image-right eye, mouth corners below the eyes on a real layout
+    assert m5.name == name
+
+
+def test_shipped_maps_differ_only_where_named():
+    base = align.INSIGHTFACE_MAPS["contour16-nose4-mouth61"]
+    assert base.indices == align.insightface_map().indices  # 0.1.0's default stays the default map
+    shipped = align.INSIGHTFACE_MAPS["corners-nose1-mouth78"]
+    assert shipped.indices[0] == (33, 133) and shipped.indices[1] == (263, 362)
+    assert shipped.indices[2] == (1,) and shipped.indices[3:] == ((78,), (308,))
+
+
+def test_engine_uses_the_spec_landmarks_map(astronaut):
+    import dataclasses
+
+    import faceunlock as fu
+    from faceunlock import embed
+
+    eng = fu.FaceEngine(threads=1)
+    assert eng.embedder_spec.landmarks_map == "corners-nose1-mouth78"
+    face = eng.detect(astronaut)[0]
+    chip = eng.chip(astronaut, face)
+    want = align.extract_chip_112(astronaut, align.INSIGHTFACE_MAPS["corners-nose1-mouth78"].apply(face.landmarks))
+    assert np.array_equal(chip, want)
+    other = fu.FaceEngine(threads=1, embedder=dataclasses.replace(embed.MOBILEFACENET, landmarks_map=""))
+    assert not np.array_equal(other.chip(astronaut, face), chip)  # the map matters
