@@ -19,7 +19,7 @@ def _engine(args):
 def cmd_demo(args) -> int:
     from . import demo
 
-    return demo.run(_engine(args), display=args.display)
+    return demo.run(_engine(args), display=args.display, challenge=getattr(args, "challenge", False))
 
 
 def cmd_eval_pairs(args) -> int:
@@ -629,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulated camera: the owner granted, a printed photo and an impostor denied")
     p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
                    help="show an OpenCV window (default: when $DISPLAY is set and OpenCV has a GUI)")
+    p.add_argument("--challenge", action="store_true",
+                   help="step-up: every attempt must also answer random head-move prompts")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval-pairs", help="verification accuracy on an LFW-format pair list")

@@ -91,8 +91,30 @@ class SimulatedCamera:
         poses = self.synth.head_trajectory(n or self.n, yaw_deg, pitch_deg, phase)
         return self.synth.render_head_motion(img, self._landmarks(img), poses=poses)
 
+    def answering(self, name: str, prompts) -> list[np.ndarray]:
+        """The portrait's head answering challenge ``prompts`` (turn left/right ±25° yaw,
+        look up 18° pitch; 0.4 s frontal, then per prompt 0.6 s there, 0.3 s held, 0.6 s
+        back). Blinks cannot be rendered: the demo's challenges use head moves only."""
+        from .liveness import Prompt
+
+        target = {Prompt.TURN_LEFT: (25.0, 0.0), Prompt.TURN_RIGHT: (-25.0, 0.0), Prompt.LOOK_UP: (0.0, 18.0)}
+        ramp = np.linspace(0.0, 1.0, round(0.6 * FPS))
+        poses = [(0.0, 0.0)] * round(0.4 * FPS)
+        for p in prompts:
+            ty, tp = target[p]
+            poses += [(ty * a, tp * a) for a in ramp] + [(ty, tp)] * round(0.3 * FPS)
+            poses += [(ty * (1 - a), tp * (1 - a)) for a in ramp]
+        img = data_image(name)
+        return self.synth.render_head_motion(img, self._landmarks(img), poses=np.array(poses))
+
     def printed_photo(self, name: str) -> list[np.ndarray]:
-        return self.synth.render_planar_attack(data_image(name), self.n, yaw_deg=20.0, pitch_deg=10.0)
+        """A printed photo moved by hand: the evaluation's print generator (paper margin,
+        3D sheet motion, blur, noise, JPEG; fixed seed). A clean digital warp of the photo
+        would not do: without print or screen texture it is what a virtual camera injects,
+        which the texture check does not claim to stop (docs/LIVENESS.md)."""
+        from .evaluation import attacks
+
+        return attacks.print_attack(data_image(name), np.random.default_rng(1), self.n)
 
 
 def _liveness_in_unlock(store) -> bool:
@@ -120,9 +142,19 @@ class Demo:
         self.fu = FaceUnlock(store, engine=engine, policy=policy, **({"liveness": True} if builtin else {"liveness": False}))
         self.live = None if builtin else Liveness(engine)
 
-    def attempt(self, user: str, frames: list[np.ndarray]) -> Outcome:
+    def attempt(self, user: str, frames: list[np.ndarray], challenge=None) -> Outcome:
         t0 = time.perf_counter()
         live_score = None
+        if challenge is not None and self.live is None:
+            r = self.fu.unlock(user, [(i / FPS, f) for i, f in enumerate(frames)], challenge=challenge)
+            verdict = getattr(r, "liveness", None)
+            st = challenge.state
+            detail = r.reason.value.replace("_", " ")
+            detail += f"; challenge {'passed' if st.passed else 'failed: ' + str(st.reason or 'not answered')}"
+            if verdict is not None:
+                live_score = float(verdict.score)
+                detail += f"; liveness: {verdict.reason}"
+            return Outcome(r.granted, r.reason.value, detail, r.score, live_score, _ms(t0))
         if self.live is not None:  # this FaceUnlock has no liveness step: check first, then match
             lr = self.live.check(frames, fps=FPS)
             live_score = float(lr.score)
@@ -212,7 +244,8 @@ def _open_window(display: bool | None, note: Callable[[str], None] = _note) -> s
         return None
 
 
-def run(engine: FaceEngine | None = None, say: Callable[[str], None] = print, *, display: bool | None = None) -> int:
+def run(engine: FaceEngine | None = None, say: Callable[[str], None] = print, *, display: bool | None = None,
+        challenge: bool = False) -> int:
     """The three scenes; returns 0 when the owner was granted, the printed photo denied by
     liveness and the impostor denied as no match, 1 otherwise."""
     from .store import TemplateStore
@@ -238,10 +271,23 @@ def run(engine: FaceEngine | None = None, say: Callable[[str], None] = print, *,
                   "liveness"),
             Scene("impostor, live (Grace Hopper)", cam.live("grace_hopper"), "no_match"),
         ]
+        challenges: list = [None] * len(scenes)
+        if challenge:  # step-up: random head-move prompts (secrets.SystemRandom), 2 per attempt
+            import secrets
+
+            from .liveness import Challenge, Prompt
+
+            rng = secrets.SystemRandom()
+            moves = [Prompt.TURN_LEFT, Prompt.TURN_RIGHT, Prompt.LOOK_UP]
+            thr = demo.fu.liveness.identity_threshold if demo.fu.liveness else 0.0
+            challenges = [Challenge(rng.sample(moves, 2), identity_threshold=thr) for _ in scenes]
+            p = challenges[0].prompts
+            scenes[0] = Scene(f"owner, live, answering the challenge ({', then '.join(x.value for x in p)})",
+                              cam.answering("astronaut", p), "granted")
         ok = True
         for i, s in enumerate(scenes, start=2):
             demo.show(s.frames[: CLIP_FRAMES // 2], [s.title, "turn your head slowly"])
-            o = demo.attempt("astronaut", s.frames)
+            o = demo.attempt("astronaut", s.frames, challenges[i - 2])
             verdict = "GRANTED" if o.granted else f"DENIED ({'liveness' if o.reason == 'liveness_failed' else o.reason.replace('_', ' ')})"
             score = "-" if o.score is None else f"{o.score:.4f}"
             live = "-" if o.liveness_score is None else f"{o.liveness_score:.3f}"

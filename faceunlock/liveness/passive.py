@@ -42,10 +42,10 @@ PATCH_SIZE = 32
 MIN_CHANGE = 0.15
 #: median MiniFASNet real score (0..1) of an attempt's face frames that a live face reaches;
 #: set on the tuning half of the dev data (docs/LIVENESS.md).
-TEXTURE_THRESHOLD = 0.5
+TEXTURE_THRESHOLD = 0.46
 #: median eye aspect ratio (faceunlock.liveness.blink) of an attempt's face frames below which
 #: the eyes count as closed; set on the tuning half of the dev videos (docs/LIVENESS.md).
-ATTENTION_MIN_EAR = 0.12
+ATTENTION_MIN_EAR = 0.15
 MIN_FRAMES = 8
 
 HINT_FACE_CAMERA = "face the camera in even light"
