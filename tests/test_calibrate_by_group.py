@@ -40,6 +40,8 @@ def test_group_blocks_pair_within_source_group_and_half():
     assert {tuple(p) for p in b.impostor_pairs} == {(0, 2), (1, 2)}
     assert np.isclose(b.genuine[0], float(t[0] @ t[1]))
     assert blocks[("G2", "tuning")].failures == 1 and blocks[("G2", "tuning")].impostor.size == 0
+    per_src = C.group_blocks(ims, t, by_source=True)
+    assert per_src[("G1 / s1", "tuning")].impostor.size == 2 and ("G1 / s2", "tuning") in per_src
     clean = C.exclude_pairs(b, {(0, 2)})
     assert clean.impostor.size == 1 and tuple(clean.impostor_pairs[0]) == (1, 2)
 

@@ -219,15 +219,18 @@ class Block:
     failures: int  # images without a template
 
 
-def group_blocks(images: list[DevImage], templates: np.ndarray) -> dict[tuple[str, str], Block]:
+def group_blocks(images: list[DevImage], templates: np.ndarray, *, by_source: bool = False) -> dict[tuple[str, str], Block]:
     """(group, half) → :class:`Block`. Pairs are formed within one source, one group and
-    one half; images without a template (NaN) are left out and counted."""
+    one half; images without a template (NaN) are left out and counted. ``by_source``:
+    one block per source of a group too, keyed ``("<group> / <source>", half)``."""
     ok = np.all(np.isfinite(templates), axis=1)
     keys: dict[tuple[str, str, str], list[int]] = {}
     for k, im in enumerate(images):
         keys.setdefault((im.group, im.half, im.source), []).append(k)
     out: dict[tuple[str, str], Block] = {}
     for (group, half, source), idx in keys.items():
+        if by_source:
+            group = f"{group} / {source}"
         idx = np.array(idx)
         fails = int((~ok[idx]).sum())
         idx = idx[ok[idx]]
@@ -457,12 +460,18 @@ def by_group(
         strong, per_s = worst_group_threshold(clean, 2e-5)
         conv, per_c = worst_group_threshold(clean, 1e-3)
         strong, conv = round_up(strong), round_up(conv)
-        rows = {f"strong {strong:.4f} (chosen here)": group_rows(raw, clean, strong),
-                f"convenience {conv:.4f} (chosen here)": group_rows(raw, clean, conv)}
+        # groups with more than one source are also reported per source
+        raw_src = group_blocks(images, temps[spec.name], by_source=True)
+        multi = {g for g, _ in raw_src if sum(k[0].split(" / ")[0] == g.split(" / ")[0] for k in raw_src) > 2}
+        raw_all = {**raw, **{k: b for k, b in raw_src.items() if k[0] in multi}}
+        clean_all = {**clean, **{k: exclude_pairs(b, excluded) for k, b in raw_src.items() if k[0] in multi}}
+        rows = {f"strong {strong:.4f} (chosen here)": group_rows(raw_all, clean_all, strong),
+                f"convenience {conv:.4f} (chosen here)": group_rows(raw_all, clean_all, conv)}
         if spec.threshold is not None and round(spec.threshold, 4) != strong:
-            rows[f"shipped strong {spec.threshold:.4f}"] = group_rows(raw, clean, spec.threshold)
+            rows[f"shipped strong {spec.threshold:.4f}"] = group_rows(raw_all, clean_all, spec.threshold)
         if spec.convenience_threshold is not None and round(spec.convenience_threshold, 4) != conv:
-            rows[f"shipped convenience {spec.convenience_threshold:.4f}"] = group_rows(raw, clean, spec.convenience_threshold)
+            rows[f"shipped convenience {spec.convenience_threshold:.4f}"] = group_rows(
+                raw_all, clean_all, spec.convenience_threshold)
         fails = int((~np.all(np.isfinite(temps[spec.name]), axis=1)).sum())
         results.append(ByGroupResult(spec.name, strong, per_s, conv, per_c, rows, n_auto, n_manual, fails))
     return results
