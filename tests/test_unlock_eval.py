@@ -116,3 +116,47 @@ def test_evaluate_dev_on_the_faces_dev_videos(tmp_path, engine):
     again = U.evaluate_dev([engine], root, photos=False, max_windows=4, rules=[SINGLE_FRAME, DEFAULT_RULE],
                            cache=tmp_path / "cache")  # from the cache: the same figures
     assert json.dumps(again.as_dict()["rows"]) == json.dumps(d["rows"])
+
+
+class _AlwaysLive:
+    """Liveness stand-in whose every verdict passes: eval-unlock leaves the liveness verdict
+    out, so parity with a liveness-on unlock is checked with a check that always passes."""
+
+    live, final, reason, hint = True, True, "live", None
+
+    def session(self, **kwargs):
+        return self
+
+    def add(self, *args, **kwargs):
+        return self
+
+
+@pytest.mark.slow
+def test_replay_matches_a_liveness_on_unlock(tmp_path, engine):
+    """With liveness on, an attempt reads up to policy.timeout_s of camera time under the
+    default frame rule; the replay over the same frames decides alike."""
+    if not VIDEOS.is_dir():
+        pytest.skip("dev videos not found")
+    policy = fu.Policy(min_face_px=40, lockout_after=10**9, permanent_after=None, enroll_max_templates=5)
+    frames = {}
+    for name in ("d18", "d20"):
+        gen, fps, n = U._frames(VIDEOS / f"{name}.mp4")
+        frames[name] = [f for _, f in zip(range(180), gen)]
+        gen.close()
+    store = fu.TemplateStore(tmp_path / "s.fus", key=os.urandom(32))
+    u = fu.FaceUnlock(store, engine=engine, liveness=_AlwaysLive(), policy=policy, clock=lambda: 1_000_000.0)
+    u.enroll("d18", frames["d18"][:75])
+    gallery = store.get("d18").templates
+    thr = u.threshold
+    outcomes = set()
+    for name, start in (("d18", 100), ("d20", 0), ("d20", 90)):
+        window = frames[name][start:start + 80]
+        scores = []
+        for f in window:
+            t = U._face_templates(engine, f)
+            scores.append(None if t is None else fused_score(gallery, t)[0])
+        want = U.replay_scores(scores, thr, DEFAULT_RULE, len(window))
+        r = u.unlock("d18", window, fps=30.0)
+        assert (r.granted, r.frames_used) == want, (name, start, scores[:12])
+        outcomes.add(r.granted)
+    assert outcomes == {True, False}
