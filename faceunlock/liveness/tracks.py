@@ -167,9 +167,9 @@ def rotation_angles_deg(ref3d: np.ndarray, cur3d: np.ndarray) -> tuple[float, fl
     (Kabsch, after removing the centroids; scale-free)."""
     a = ref3d - ref3d.mean(0)
     b = cur3d - cur3d.mean(0)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    r = (u @ np.diag([1.0, 1.0, d]) @ vt).T
+    u, _, vt = np.linalg.svd(np.einsum("ni,nj->ij", a, b))  # 3×3: no BLAS call on the N-point product
+    d = np.sign(np.linalg.det(np.einsum("ij,jk->ik", u, vt))) or 1.0
+    r = np.einsum("ij,j,jk->ik", u, np.array([1.0, 1.0, d]), vt).T
     return math.degrees(math.asin(float(np.clip(-r[0, 2], -1, 1)))), math.degrees(math.asin(float(np.clip(r[1, 2], -1, 1))))
 
 
