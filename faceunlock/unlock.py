@@ -53,7 +53,7 @@ class UnlockResult:
     attempts_left: failed matches allowed before the next lockout step.
     locked_until: unix seconds when the lockout ends, ``math.inf`` until ``reset_lockout``,
     None when not locked.
-    hint: what the UI should ask of the user (e.g. "turn your head slightly"), or None.
+    hint: what the UI should ask of the user (e.g. "blink or move slightly"), or None.
     liveness: the liveness verdict when the check ran (None otherwise).
     """
 
@@ -372,10 +372,11 @@ class FaceUnlock:
 
         Frames are RGB arrays or ``(timestamp_s, frame)`` pairs (``fps`` times bare frames
         for the liveness check; default 30). With liveness on (the default), a match is
-        granted only when the passive check finds 3D motion across the frames read, all of
-        one identity; otherwise the result is ``LIVENESS_FAILED`` (counted as a failed
-        attempt — it is an attack attempt), with ``hint`` set to "turn your head slightly"
-        when the head moved too little to judge. With ``policy.require_challenge``, pass
+        granted only when the passive check (texture, frozen feed, one identity, and open eyes
+        with ``policy.require_attention``; docs/LIVENESS.md) is live on the frames read within
+        ``policy.timeout_s`` of camera time; otherwise the result is ``LIVENESS_FAILED``
+        (counted as a failed attempt — it is an attack attempt), with ``hint`` saying what
+        the user can do (e.g. "open your eyes and look at the camera"). With ``policy.require_challenge``, pass
         ``challenge=liveness.new_challenge()`` (show ``challenge.state.prompt`` to the user
         while frames are read): the same frames feed it, and it must pass too.
 
