@@ -48,9 +48,9 @@ def register(sub) -> None:
     """Add the eval-liveness sub-command."""
     p = sub.add_parser("eval-liveness", help="BPCER per motion class and APCER per attack source on the dev data "
                        "(new texture check beside the 0.1.0 parallax check), and FaceUnlock FRR/time to grant")
-    p.add_argument("root", type=Path, nargs="?", default=DEFAULT_DEV,
+    p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
                    help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
-    p.add_argument("--dev2", type=Path, default=DEFAULT_DEV2, help=f"the faces-dev2 folder (default {DEFAULT_DEV2}; '' to skip)")
+    p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2}; '' to skip)")
     p.add_argument("--lfw", type=int, default=12, help="LFW dev portraits used as generator attack sources")
     p.add_argument("--threshold", type=float, default=None, help="texture threshold (default: the shipped one)")
     p.add_argument("--attempts", type=int, default=5, help="unlock attempts per clip after enrolment")
