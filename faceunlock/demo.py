@@ -111,10 +111,14 @@ class SimulatedCamera:
         """A printed photo moved by hand: the evaluation's print generator (paper margin,
         3D sheet motion, blur, noise, JPEG; fixed seed). A clean digital warp of the photo
         would not do: without print or screen texture it is what a virtual camera injects,
-        which the texture check does not claim to stop (docs/LIVENESS.md)."""
+        which the texture check does not claim to stop (docs/LIVENESS.md). What is printed is
+        the owner as this simulated camera shows her (a frontal frame of the rendered head):
+        the renderer's perspective changes her proportions, so a print of the original
+        portrait would not match her enrolment under the default embedder (0.69 < 0.7579)."""
         from .evaluation import attacks
 
-        return attacks.print_attack(data_image(name), np.random.default_rng(1), self.n)
+        still = self.live(name, yaw_deg=0.0, pitch_deg=0.0, n=1)[0]
+        return attacks.print_attack(still, np.random.default_rng(1), self.n)
 
 
 def _liveness_in_unlock(store) -> bool:
