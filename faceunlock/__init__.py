@@ -19,6 +19,7 @@ from .errors import (
     EnrollmentError,
     FaceUnlockError,
     ImageError,
+    InsecurePermissionsError,
     ModelError,
     NoFaceError,
     RuntimeMissingError,
@@ -31,7 +32,7 @@ from .policy import Policy, PolicyError
 from .store import StoreValueError, TemplateStore, UserRecord
 from .unlock import EnrollmentReport, FaceUnlock, IdentifyResult, Reason, UnlockResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",
@@ -57,6 +58,7 @@ __all__ = [
     "UnlockResult",
     "UserRecord",
     "ImageError",
+    "InsecurePermissionsError",
     "ModelError",
     "NoFaceError",
     "RuntimeMissingError",
