@@ -78,7 +78,7 @@ class LivenessSession:
     :meth:`add` takes each frame read with the faces the engine found in it (the largest
     first, as :meth:`FaceEngine.detect` returns them): the first face is scored by the
     texture models, its template (computed here unless given) is checked against the
-    first frame's, and a grey patch of the frame at the first face frame's box feeds the
+    previous face frame's, and a grey patch of the frame at the first face frame's box feeds the
     frozen-feed test. Frames without a face count as read. Returns the verdict so far.
     """
 
@@ -117,8 +117,8 @@ class Liveness:
         threshold: median MiniFASNet real score (0..1) an attempt needs
             (:data:`~faceunlock.liveness.passive.TEXTURE_THRESHOLD`).
         min_change: frozen-feed test, grey levels (:data:`~faceunlock.liveness.passive.MIN_CHANGE`).
-        identity_threshold: cosine similarity every frame's template must keep with the first
-            (default: the engine's convenience threshold − 0.05); 0 disables the check.
+        identity_threshold: cosine similarity every face frame's template must keep with the
+            previous one's (default: the engine's convenience threshold − 0.05); 0 disables it.
         check_identity: compute identity templates in :meth:`check` (≈ 7 ms per frame).
         require_attention: sessions require open eyes by default (FaceUnlock sets this
             from ``Policy.require_attention``).

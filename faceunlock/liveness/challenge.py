@@ -8,7 +8,7 @@ is shown fails the challenge (a replay that moves at random fails quickly).
 
 Identity constancy: the same face must stay in view throughout — a second face, the face
 lost for longer than ``max_gap_s``, a jump of the face between consecutive frames, or an
-identity template that stops matching the first one fails the challenge.
+identity template that does not match the previous face frame's fails the challenge.
 
 This module is pure: it consumes :class:`Observation` objects (time, landmarks, optional
 identity template). :meth:`Challenge.feed` takes frames only when the challenge was made by
@@ -85,7 +85,7 @@ class Challenge:
         clock: seconds, used when an observation/frame comes without a timestamp
             (``time.monotonic`` by default; inject for tests).
         turn_deg: head rotation from the starting pose that answers a turn (15°) or look-up (10°·1.5 = ``turn_deg``·2/3).
-        identity_threshold: minimum cosine similarity of every template to the first one
+        identity_threshold: minimum cosine similarity of every template to the previous one
             (0.0 disables the template check; the front door sets the embedder's).
         max_gap_s: longest time without a face tolerated (1.0 s).
         mirrored: frames are mirrored (a selfie preview): swaps left and right.
@@ -218,13 +218,12 @@ class Challenge:
         # identity
         if obs.template is not None and self.identity_threshold > 0:
             tpl = np.asarray(obs.template, np.float64)
-            if self._ref_template is None:
-                self._ref_template = tpl
-            else:
+            if self._ref_template is not None:  # against the previous face frame's (a swap is sudden)
                 sim = float(tpl @ self._ref_template)
                 self.min_identity_similarity = min(self.min_identity_similarity, sim)
                 if sim < self.identity_threshold:
                     return self._fail("a different face")
+            self._ref_template = tpl
         if self._ref_rigid is None:
             self._ref_rigid = lm[RIGID_LANDMARKS].copy()
         pose = self._pose(lm)

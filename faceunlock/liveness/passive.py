@@ -7,7 +7,10 @@ the frame cut at a fixed place (:func:`face_patch` with the first face frame's b
 each frame it gives the verdict over the frames so far (:meth:`PassiveSession.verdict`):
 
 * **more than one face** in any frame, or an identity template below
-  ``identity_threshold`` (cosine) against the first one: rejected for good (``final``);
+  ``identity_threshold`` (cosine) against the previous face frame's — a swap is a sudden
+  change; comparing with the first frame instead rejected live users whose head turned far
+  (mobilefacenet-v1: cosine to the first frame down to 0.39 within a live 3-s window, to the
+  previous frame ≥ 0.59 over the dev clips): rejected for good (``final``);
 * fewer than ``min_frames`` face frames: not yet;
 * **frozen feed** — the picture does not change: :class:`ChangeMeter` (below) under
   :data:`MIN_CHANGE`. A photo file fed as a video is the same image every frame; even
@@ -105,7 +108,8 @@ class PassiveSession:
     docstring). Feed every frame read with :meth:`add`; read :meth:`verdict`.
 
     Args:
-        identity_threshold: cosine every template must keep with the first (0 = off).
+        identity_threshold: cosine every template must keep with the previous face frame's
+            (0 = off).
         texture_threshold: median real score needed (:data:`TEXTURE_THRESHOLD`).
         min_change: :data:`MIN_CHANGE` (grey levels).
         require_attention: require open eyes (:data:`ATTENTION_MIN_EAR`).
@@ -150,10 +154,9 @@ class PassiveSession:
                 self.meter.add(patch)
             if template is not None and self.identity_threshold > 0:
                 tpl = np.asarray(template, np.float64)
-                if self._ref_template is None:
-                    self._ref_template = tpl
-                else:
+                if self._ref_template is not None:  # against the previous face frame's
                     self.min_identity = min(self.min_identity, float(np.dot(tpl, self._ref_template)))
+                self._ref_template = tpl
         return self.verdict()
 
     @property
