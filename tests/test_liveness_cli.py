@@ -46,3 +46,10 @@ def test_eval_liveness_is_registered_and_lives_in_evaluation():
     ap = cli.build_parser()
     args = ap.parse_args(["eval-liveness", "x", "--dev2", "y", "--no-unlock"])
     assert args.func.__module__ == "faceunlock.evaluation.liveness_cli"
+
+
+def test_pam_auth_and_demo_take_challenge():
+    ap = cli.build_parser()
+    assert ap.parse_args(["pam-auth", "--challenge"]).challenge is True
+    assert ap.parse_args(["pam-auth"]).challenge is False
+    assert ap.parse_args(["demo", "--challenge"]).challenge is True
