@@ -51,7 +51,7 @@ from . import attacks as A
 from .metrics import clopper_pearson_upper
 
 __all__ = ["Row", "LivenessReport", "evaluate", "read_video", "upper95", "split_people", "prompt_sequences",
-           "UnlockReport", "evaluate_unlock", "live_camera_latency"]
+           "UnlockReport", "evaluate_unlock", "live_camera_latency", "iter_video"]
 
 CLIP_S = 3.0
 EVAL_FPS = 15.0
@@ -140,6 +140,30 @@ def read_video(path: Path, max_s: float | None = None, max_fps: float | None = N
     if not frames:
         raise FaceUnlockError(f"cannot read any frame from {path}")
     return frames, fps / step
+
+
+def iter_video(path: Path, max_s: float | None = None, max_fps: float | None = None):
+    """(frame rate after subsampling, generator of RGB frames): like :func:`read_video`
+    without holding the frames (a 1080p clip's 30 s would take gigabytes)."""
+    cap = cv2.VideoCapture(str(path))
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 30.0)
+    if not 0 < fps < 1000:
+        fps = 30.0
+    step = max(1, round(fps / max_fps)) if max_fps else 1
+
+    def gen():
+        i = 0
+        try:
+            while True:
+                ok, f = cap.read()
+                if not ok or (max_s is not None and i >= max_s * fps):
+                    break
+                if i % step == 0:
+                    yield f[:, :, ::-1].copy()
+                i += 1
+        finally:
+            cap.release()
+    return fps / step, gen()
 
 
 def split_people(groups: dict[str, list[str]]) -> dict[str, str]:
@@ -254,11 +278,13 @@ def frozen_feed(frame: np.ndarray, n: int, rng: np.random.Generator | None = Non
 
 
 # ---------------------------------------------------------------------------- per-frame records
-def frame_records(live: Liveness, frames: list[np.ndarray], fps: float, window: int | None = None) -> list[dict]:
+def frame_records(live: Liveness, frames, fps: float, window: int | None = None,
+                  first_face: list | None = None) -> list[dict]:
     """Per frame: time, faces, and for the largest face landmarks, template, texture score
     and the grey patch cut at the box of the first face frame of its window (``window``
     frames; None = one window). What a :class:`LivenessSession` computes, kept so that
-    several checks can judge the same frames."""
+    several checks can judge the same frames. ``frames``: any iterable of RGB frames; the
+    first frame with a face is appended to ``first_face`` when given."""
     out, ref = [], None
     for i, img in enumerate(frames):
         if window and i % window == 0:
@@ -267,6 +293,8 @@ def frame_records(live: Liveness, frames: list[np.ndarray], fps: float, window: 
         r = {"t": i / fps, "faces": len(faces)}
         if faces:
             f = faces[0]
+            if first_face is not None and not first_face:
+                first_face.append(img)
             ref = ref or tuple(float(v) for v in f.box)
             r.update(lm=f.landmarks, box=tuple(float(v) for v in f.box), tpl=live.engine.face_template(img, f),
                      tex=live.texture_check.score(img, f.box), patch=face_patch(img, ref))
@@ -352,15 +380,17 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
     kept: dict[str, tuple] = {}
     for c in clips:
         def make(c=c):
-            frames, fps = read_video(c.path, MAX_CLIP_S, EVAL_FPS)
+            fps, frames = iter_video(c.path, MAX_CLIP_S, EVAL_FPS)
             win = round(CLIP_S * fps)
-            recs = frame_records(live, frames, fps, win)
-            first = next((i for i, r in enumerate(recs) if r["faces"]), None)
+            first: list = []
+            recs = frame_records(live, frames, fps, win, first)
+            if not recs:
+                raise FaceUnlockError(f"cannot read any frame from {c.path}")
             frozen = {}
-            if first is not None and c.label == "live":
+            if first and c.label == "live":
                 n = FROZEN_FRAMES
-                for mode, fr in (("exact", frozen_feed(frames[first], n)),
-                                 ("re-encoded", frozen_feed(frames[first], n, frozen_rng))):
+                for mode, fr in (("exact", frozen_feed(first[0], n)),
+                                 ("re-encoded", frozen_feed(first[0], n, frozen_rng))):
                     frozen[mode] = frame_records(live, fr, 10.0)
             return recs, fps, win, frozen
         recs, fps, win, frozen = cache.get(c.name, make)
@@ -571,20 +601,25 @@ def evaluate_unlock(dev_root: Path | None, dev2_root: Path | None, *, engine=Non
     rep = UnlockReport()
     with tempfile.TemporaryDirectory() as tmp:
         for i, c in enumerate(clips):
-            frames, fps = read_video(c.path, CLIP_S * (max_attempts + 1))
+            fps, stream = iter_video(c.path, CLIP_S * (max_attempts + 1))
             win = round(CLIP_S * fps)
-            if len(frames) < 2 * win:
+            windows = iter(lambda: list(itertools.islice(stream, win)), [])  # one 3-s window at a time
+            enrol = next(windows, [])
+            if len(enrol) < win:
                 continue
             store = TemplateStore(Path(tmp) / f"s{i}.fus", key=hashlib.sha256(c.name.encode()).digest())
             fu = FaceUnlock(store, engine=engine, **({} if policy is None else {"policy": policy}))
             try:
-                fu.enroll("u", frames[:win])
+                fu.enroll("u", enrol)
             except FaceUnlockError as exc:
                 rep.enrol_failures.append(f"{c.name}: {str(exc)[:80]}")
                 continue
-            for s in range(win, len(frames) - win + 1, win):
+            del enrol
+            for wframes in windows:
+                if len(wframes) < win:
+                    break
                 fu.reset_lockout("u")
-                timed = [((k - s) / fps, frames[k]) for k in range(s, s + win)]
+                timed = [(k / fps, f) for k, f in enumerate(wframes)]
                 stamps: list[tuple[float, float]] = []
 
                 def feed():
