@@ -48,6 +48,8 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import _err as _write_stderr  # one line on stderr; never raises
+
 __all__ = ["register", "run", "remote_reason", "DEFAULT_CONFIG", "TEST_SOURCES_ENV",
            "EXIT_GRANTED", "EXIT_DENIED", "EXIT_ERROR"]
 
@@ -86,16 +88,6 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def _write_stderr(text: str) -> None:
-    """Write one line to stderr; never raises (stderr may be closed or a broken pipe)."""
-    err = sys.stderr
-    if err is None:
-        return
-    try:
-        err.write(text + "\n")
-        err.flush()
-    except Exception:
-        pass
 
 
 def _log(priority: int, message: str) -> None:

@@ -57,3 +57,15 @@ def box_iou(a, b) -> float:
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def write_views(src: Path, out: Path, n: int = 6) -> Path:
+    """``n`` slightly rotated and scaled copies of the image ``src`` written as PNGs into the
+    new folder ``out`` (an image-folder frame source for CLI and PAM tests)."""
+    img = fu.load_image(src)
+    out.mkdir(parents=True)
+    h, w = img.shape[:2]
+    for i in range(n):
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), -10 + 4 * i, 0.92 + 0.03 * (i % 3))
+        cv2.imwrite(str(out / f"{i:03d}.png"), cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)[:, :, ::-1])
+    return out

@@ -14,11 +14,10 @@ import re
 import shlex
 from pathlib import Path
 
-import cv2
 import pytest
 
+from conftest import write_views
 from faceunlock import cli, pam
-from faceunlock.image import load_image
 from faceunlock.unlock import Reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,21 +34,11 @@ def blocks(name: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def _views(src: Path, out: Path, n: int) -> Path:
-    img = load_image(src)
-    out.mkdir(parents=True)
-    h, w = img.shape[:2]
-    for i in range(n):
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), -10 + 4 * i, 0.92 + 0.03 * (i % 3))
-        cv2.imwrite(str(out / f"{i:03d}.png"), cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)[:, :, ::-1])
-    return out
-
-
 @pytest.fixture(scope="module")
 def real_json(tmp_path_factory) -> dict[str, object]:
     """The real --json output of enroll, unlock (liveness on) and users."""
     d = tmp_path_factory.mktemp("docs")
-    frames = _views(DATA / "astronaut.jpg", d / "astro", 6)
+    frames = write_views(DATA / "astronaut.jpg", d / "astro", 6)
     store = ["--store", str(d / "s" / "s.fus"), "--key-file", str(d / "k" / "s.key")]
     out = {}
     for cmd, args in (("enroll", ["enroll", "alice", "--source", str(frames), "--quiet"]),

@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
 
+from conftest import write_views
 from faceunlock import cli, pam as pam_mod
-from faceunlock.image import load_image
 
 pam = pam_mod
 
@@ -27,22 +26,12 @@ VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces
 PAM_SERVICE = "faceunlock-test"
 
 
-def _views(src: Path, out: Path, n: int = 6) -> Path:
-    img = load_image(src)
-    out.mkdir(parents=True)
-    h, w = img.shape[:2]
-    for i in range(n):
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), -10 + 4 * i, 0.92 + 0.03 * (i % 3))
-        cv2.imwrite(str(out / f"{i:03d}.png"), cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)[:, :, ::-1])
-    return out
-
-
 @pytest.fixture(scope="module")
 def enrolled(tmp_path_factory):
     d = tmp_path_factory.mktemp("pam")
     os.chmod(d, 0o700)
-    astro = _views(DATA / "astronaut.jpg", d / "astro")
-    hopper = _views(DATA / "grace_hopper.jpg", d / "hopper", 2)
+    astro = write_views(DATA / "astronaut.jpg", d / "astro")
+    hopper = write_views(DATA / "grace_hopper.jpg", d / "hopper", 2)
     store = ["--store", str(d / "store" / "s.fus"), "--key-file", str(d / "keys" / "s.key")]
     assert cli.main(store + ["enroll", "astro", "--source", str(astro), "--quiet"]) == 0
     return {"store": store, "astro": astro, "hopper": hopper, "dir": d}
