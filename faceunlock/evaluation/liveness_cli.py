@@ -28,7 +28,10 @@ def cmd_eval_liveness(args) -> int:
     kw = {} if args.threshold is None else {"threshold": args.threshold}
     live = Liveness(engine, **kw)
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else (lambda s: None)
-    rep = E.evaluate(live, dev, dev2, lfw=args.lfw, seed=args.seed, cache_dir=args.cache, say=say)
+    lfw_n, lfw_root = (int(args.lfw), None) if str(args.lfw).isdigit() else (12, Path(args.lfw))
+    if lfw_root is not None and not lfw_root.is_dir():
+        raise FaceUnlockError(f"--lfw: {lfw_root} is neither a number nor a folder of LFW identity folders")
+    rep = E.evaluate(live, dev, dev2, lfw=lfw_n, lfw_root=lfw_root, seed=args.seed, cache_dir=args.cache, say=say)
     urep = None if args.no_unlock else E.evaluate_unlock(dev, dev2, engine=engine, max_attempts=args.attempts, say=say)
     if args.json:
         out = rep.as_dict()
@@ -51,7 +54,9 @@ def register(sub) -> None:
     p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
                    help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
     p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2}; '' to skip)")
-    p.add_argument("--lfw", type=int, default=12, help="LFW dev portraits used as generator attack sources")
+    p.add_argument("--lfw", default="12",
+                   help="LFW portraits used as generator attack sources: a number (12; taken from the "
+                        "lfw_dev/images folder beside the faces-dev root) or an LFW images folder (then 12 of it)")
     p.add_argument("--threshold", type=float, default=None, help="texture threshold (default: the shipped one)")
     p.add_argument("--attempts", type=int, default=5, help="unlock attempts per clip after enrolment")
     p.add_argument("--no-unlock", action="store_true", help="skip the FaceUnlock part")

@@ -238,13 +238,14 @@ def still_items(dev_root: Path | None, dev2_root: Path | None) -> list[tuple[str
     return out
 
 
-def _sources(dev_root: Path | None, lfw: int) -> list[tuple[str, np.ndarray]]:
+def _sources(dev_root: Path | None, lfw: int, lfw_root: Path | None = None) -> list[tuple[str, np.ndarray]]:
     out = [("astronaut", data_image("astronaut")), ("grace_hopper", data_image("grace_hopper"))]
     if dev_root is not None:
         live = dev_root / "silent_face_antispoofing_samples" / "image_T1.jpg"
         if live.is_file():
             out.append(("live_still_T1", np.ascontiguousarray(np.rot90(load_image(live), -1))))
-        lfw_root = dev_root.parent / "lfw_dev" / "images"
+    lfw_root = lfw_root or (dev_root.parent / "lfw_dev" / "images" if dev_root is not None else None)
+    if lfw_root is not None:
         if lfw > 0 and lfw_root.is_dir():
             people = sorted(p for p in lfw_root.iterdir() if p.is_dir())
             step = max(1, len(people) // lfw)
@@ -355,7 +356,7 @@ class _Cache:
 
 # ---------------------------------------------------------------------------- the evaluation
 def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, lfw: int = 12, seed: int = 0,
-             cache_dir: Path | None = None, say=lambda s: None) -> LivenessReport:
+             cache_dir: Path | None = None, lfw_root: Path | None = None, say=lambda s: None) -> LivenessReport:
     """The whole liveness evaluation (see the module docstring); ``say`` gets progress."""
     t0 = time.perf_counter()
     cache = _Cache(cache_dir, f"v2|{EVAL_FPS}|{MAX_CLIP_S}|{CLIP_S}|{seed}|{lfw}")
@@ -363,7 +364,7 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
     stills = still_items(dev_root, dev2_root)
     if not clips and not stills:
         raise FaceUnlockError("no liveness data found: pass the faces-dev video_liveness folder and/or faces-dev2")
-    sources = _sources(dev_root, lfw)
+    sources = _sources(dev_root, lfw, lfw_root)
     groups: dict[str, list[str]] = {}
     for c in clips:
         groups.setdefault(c.group, []).append(c.person)
