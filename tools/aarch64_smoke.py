@@ -6,7 +6,9 @@ qemu-user one descriptor call takes seconds. With ``--compare REF.json`` it chec
 run's numbers against the reference and exits 1 when they differ by more than ``--tol``.
 
 Frames: three views (rotation, scale) of the bundled astronaut portrait (public domain);
-two enrol, one unlocks. Liveness is off: still frames of a photo are all there is.
+two enrol, one unlocks. Liveness is off: still frames of a photo are all there is. Both
+shipped embedders run; each has its own template tolerance (:data:`TEMPLATE_TOL`), the
+score tolerance is the same for both.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ def view(image: np.ndarray, angle_deg: float, scale: float) -> np.ndarray:
     return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
 
 
-def run() -> dict:
+# Max abs template difference allowed between x86-64 and emulated aarch64, per embedder,
+# about twice what was measured: dlib-resnet-v1 8.3e-05 and 1.28e-04 (0.1.0 runs);
+# mobilefacenet-v1 5.02e-04 (first 0.2.0 CI run; its scores differed by 8e-06).
+TEMPLATE_TOL = {"dlib-resnet-v1": 2e-4, "mobilefacenet-v1": 1e-3}
+SCORE_TOL = 2e-4
+
+
+def run(embedder: str) -> dict:
     t_import = time.perf_counter()
     import faceunlock as fu
     from faceunlock.runtime import runtime_name
@@ -42,7 +51,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as d:
         store = TemplateStore(Path(d) / "smoke.fus", key_file=Path(d) / "smoke.key")
         policy = fu.Policy(enroll_min_templates=2, enroll_max_templates=2, max_frames=1, timeout_s=600.0)
-        engine = fu.FaceEngine(threads=1)
+        engine = fu.FaceEngine(threads=1, embedder=embedder)
         t0 = time.perf_counter()
         engine.warm_up()
         load_s = time.perf_counter() - t0
@@ -60,7 +69,7 @@ def run() -> dict:
         "numpy": np.__version__,
         "cv2": cv2.__version__,
         "runtime": runtime_name(),
-        "embedder": engine.embedder_spec.file,
+        "embedder": engine.embedder_spec.name,
         "templates": int(report.templates),
         "template0_head": [round(float(v), 6) for v in templates[0][:8]],
         "templates_flat": [float(v) for v in templates.ravel()],
@@ -74,26 +83,30 @@ def run() -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, help="write the full result here as JSON")
+    ap.add_argument("--out", type=Path, help="write the full results here as JSON")
     ap.add_argument("--compare", type=Path, help="reference JSON from another machine")
-    ap.add_argument("--tol", type=float, default=2e-4,
-                    help="max abs template difference allowed (measured 8.3e-05 and 1.28e-04 between x86-64 "
-                         "and emulated aarch64)")
     args = ap.parse_args()
-    r = run()
+    results = [run(name) for name in TEMPLATE_TOL]
     if args.out:
-        args.out.write_text(json.dumps(r))
-    shown = {k: v for k, v in r.items() if k != "templates_flat"}
-    print(json.dumps(shown))
-    ok = r["granted"] and r["templates"] == 2
-    if args.compare:
-        ref = json.loads(args.compare.read_text())
-        a, b = np.array(r["templates_flat"]), np.array(ref["templates_flat"])
-        diff = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
-        sdiff = abs((r["score"] or 0) - (ref["score"] or 0))
-        print(f"compare with {ref['machine']}: max |template diff| = {diff:.2e}, |score diff| = {sdiff:.2e} "
-              f"(tolerance {args.tol:g})")
-        ok = ok and diff <= args.tol and sdiff <= args.tol
+        args.out.write_text(json.dumps(results))
+    ok = True
+    refs = {r["embedder"]: r for r in json.loads(args.compare.read_text())} if args.compare else {}
+    for r in results:
+        print(json.dumps({k: v for k, v in r.items() if k != "templates_flat"}))
+        ok = ok and r["granted"] and r["templates"] == 2
+        if args.compare:
+            ref = refs.get(r["embedder"])
+            if ref is None:
+                print(f"no reference for {r['embedder']}")
+                ok = False
+                continue
+            a, b = np.array(r["templates_flat"]), np.array(ref["templates_flat"])
+            diff = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+            sdiff = abs((r["score"] or 0) - (ref["score"] or 0))
+            tol = TEMPLATE_TOL[r["embedder"]]
+            print(f"{r['embedder']}: compare with {ref['machine']}: max |template diff| = {diff:.2e} "
+                  f"(tolerance {tol:g}), |score diff| = {sdiff:.2e} (tolerance {SCORE_TOL:g})")
+            ok = ok and diff <= tol and sdiff <= SCORE_TOL
     print("aarch64 smoke: " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 
