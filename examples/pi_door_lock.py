@@ -62,11 +62,13 @@ class DoorLock:
     def attempt(self) -> Attempt:
         t0 = time.perf_counter()
         with self.open_camera() as cam:
+            # (timestamp, frame) pairs: the attempt's limits and the liveness check run on
+            # the camera's capture times
             if self.user is None:
-                r = self.unlocker.identify(cam.images())
+                r = self.unlocker.identify(cam.timed())
                 user, granted = r.user, r.user is not None
             else:
-                r = self.unlocker.unlock(self.user, cam.images())
+                r = self.unlocker.unlock(self.user, cam.timed())
                 user, granted = self.user, r.granted
         a = Attempt(granted, user, r.reason.value, r.score, (time.perf_counter() - t0) * 1000)
         score = "-" if a.score is None else f"{a.score:.4f}"

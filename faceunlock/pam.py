@@ -417,6 +417,7 @@ def _prio(name: str) -> int:
 
 def _authenticate(args, user: str, service: str, conf: dict) -> int:
     from . import camera
+    from .embed import SHIPPED_EMBEDDERS, SPEC_FILE, embedder_for_record
     from .engine import FaceEngine
     from .policy import Policy
     from .store import TemplateStore, default_key_path, default_store_path
@@ -433,7 +434,13 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     policy = Policy(level=conf["level"], timeout_s=seconds)
     kw = {} if conf["liveness"] is True else {"liveness": False}
     rec = store.get(user)
-    engine = FaceEngine(threads=1, **({"embedder": rec.embedder} if rec is not None else {}))
+    spec = None
+    if rec is not None:
+        spec = embedder_for_record(rec.embedder)  # a name, never a path
+        if rec.embedder not in SHIPPED_EMBEDDERS:  # an imported model: root's own files only
+            _check_owner(spec.path, "embedder model", secret=False)
+            _check_owner(spec.path.parent / SPEC_FILE, "embedder spec", secret=False)
+    engine = FaceEngine(threads=1, **({"embedder": spec} if spec is not None else {}))
     fu = FaceUnlock(store, engine=engine, policy=policy, **kw)
     challenge = None
     if getattr(args, "challenge", False):

@@ -243,6 +243,10 @@ class FaceUnlock:
                                   failures=old.failures, locked_until=old.locked_until,
                                   permanent_lock=old.permanent_lock, last_attempt=old.last_attempt,
                                   meta={**old.meta, "poses": old.meta.get("poses", []) + poses})
+            if old is not None:  # re-enrolment replaces templates, never the lockout state
+                return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses},
+                                  failures=old.failures, locked_until=old.locked_until,
+                                  permanent_lock=old.permanent_lock, last_attempt=old.last_attempt)
             return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses})
 
         rec = self.store.update(user, apply)
@@ -443,6 +447,9 @@ class FaceUnlock:
         ``LOCKED_OUT``; ``NOT_ENROLLED`` only when nobody is enrolled with this embedder.
         An attempt in which no face was seen is refunded as in :meth:`unlock`.
         """
+        if self.policy.require_challenge:
+            raise FaceUnlockError("the policy requires a liveness challenge, which identify() does not run: "
+                                  "use unlock(user, frames, challenge=...)")
         t0 = time.perf_counter()
         now = self._clock()
         charge = self._charge(None, now, check_embedder=False)

@@ -186,8 +186,8 @@ class PassiveSession:
         if self.meter.change < self.min_change:
             return LivenessResult(False, score, "frozen feed: the picture does not change", HINT_MOVE, thr,
                                   self.cues(), n)
-        if self.texture and score < thr:
+        if self.texture and not score >= thr:  # NaN fails closed
             return LivenessResult(False, score, "texture: print or screen", HINT_FACE_CAMERA, thr, self.cues(), n)
-        if self.require_attention and float(np.median(self.ears)) < self.attention_min_ear:
+        if self.require_attention and not float(np.median(self.ears)) >= self.attention_min_ear:
             return LivenessResult(False, score, "eyes closed", HINT_OPEN_EYES, thr, self.cues(), n)
         return LivenessResult(True, score, "live", None, thr, self.cues(), n)
