@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["main"]
@@ -452,7 +453,7 @@ def cmd_unlock(args) -> int:
         text = f"denied ({r.reason.value}): {score}, {r.frames_used} frame(s), {r.elapsed_ms:.0f} ms"
         if r.locked_until is not None:
             text += "; locked out " + ("until reset-lockout" if r.locked_until == float("inf") else
-                                       f"for {max(0.0, r.locked_until - __import__('time').time()):.0f} s")
+                                       f"for {max(0.0, r.locked_until - time.time()):.0f} s")
         elif r.reason.value in ("no_match", "liveness_failed"):
             text += f"; {r.attempts_left} attempt(s) before lockout"
         if getattr(r, "hint", None):

@@ -279,7 +279,7 @@ class FaceUnlock:
                 or rec.embedder != self.engine.embedder_spec.name):
             return rec
         p = self.policy
-        rule = AdaptRule(max_templates=p.enroll_max_templates, protected=min(p.enroll_min_templates, p.enroll_max_templates))
+        rule = AdaptRule(max_templates=p.enroll_max_templates, protected=p.enroll_min_templates)
         new = adapt_gallery(rec.templates, d.template, d.verdict.score, self.threshold,
                             live=verdict is not None and bool(verdict.live), rule=rule, top_k=TOP_K)
         if new is None:
@@ -453,7 +453,7 @@ class FaceUnlock:
         t0 = time.perf_counter()
         now = self._clock()
         charge = self._charge(None, now, check_embedder=False)
-        names = sorted(u for u, r in charge.charged.items() if r is not None)
+        names = sorted(charge.charged)
         if not names:
             return IdentifyResult(None, Reason.LOCKED_OUT if charge.locked else Reason.NOT_ENROLLED, None, 0, _ms(t0))
         galleries = [charge.charged[u].templates for u in names]
