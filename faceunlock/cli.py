@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -312,9 +313,26 @@ def _open_source(args, **limits):
     return camera.open(source, skip_s=getattr(args, "skip", 0.0) or 0.0, **limits)
 
 
+def _strict_json(value):
+    """``value`` with every non-finite float (a permanent lock's ``inf``) as ``null``: the
+    JSON standard has no Infinity or NaN, and strict parsers reject Python's spelling."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _dumps(payload) -> str:
+    """Strict JSON (RFC 8259) for --json output."""
+    return json.dumps(_strict_json(payload), indent=1, default=str, allow_nan=False)
+
+
 def _emit(args, payload: dict, text: str) -> None:
     """The command's result on stdout (JSON with --json); a closed stdout never raises."""
-    _out(json.dumps(payload, indent=1, default=str) if args.json else text)
+    _out(_dumps(payload) if args.json else text)
 
 
 def _warn_no_liveness(args) -> None:
@@ -441,6 +459,7 @@ def cmd_unlock(args) -> int:
     payload = {"user": args.user, "granted": r.granted, "reason": r.reason.value, "score": r.score,
                "threshold": fu.threshold, "frames_used": r.frames_used, "elapsed_ms": round(r.elapsed_ms, 1),
                "attempts_left": r.attempts_left, "locked_until": r.locked_until,
+               "locked_permanently": r.locked_until == float("inf"),
                "liveness": None if verdict is None else {"live": verdict.live, "score": verdict.score,
                                                          "reason": verdict.reason, "threshold": verdict.threshold},
                "liveness_checked": bool(fu.liveness), "hint": getattr(r, "hint", None)}
@@ -489,9 +508,9 @@ def cmd_users(args) -> int:
         locked, until = lockout_status(rec, time.time(), policy)
         rows.append({"user": name, "templates": int(rec.templates.shape[0]), "embedder": rec.embedder,
                      "created": rec.created, "failures": rec.failures, "locked": locked,
-                     "locked_until": until})
+                     "locked_until": until, "locked_permanently": until == float("inf")})
     if args.json:
-        _out(json.dumps({"store": str(path), "users": rows}, indent=1, default=str))
+        _out(_dumps({"store": str(path), "users": rows}))
     elif not rows:
         _out(f"no users enrolled (store {path})")
     else:

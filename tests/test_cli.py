@@ -169,3 +169,28 @@ def test_demo_runs_headless(capsys):
     assert demo.run(display=False) == 0
     out = capsys.readouterr().out
     assert "GRANTED" in out and "DENIED (liveness)" in out and "DENIED (no match)" in out
+
+
+def test_json_is_strict_for_a_permanent_lock(folders, store_args, capsys):
+    """A permanent lock's locked_until is infinite: --json prints null and
+    locked_permanently, never Python's non-standard ``Infinity``."""
+    import dataclasses
+
+    from faceunlock.store import TemplateStore
+
+    assert run(store_args + ["enroll", "astro", "--source", str(folders["astronaut"]), "--quiet"], capsys)[0] == 0
+    TemplateStore(Path(store_args[1]), key_file=Path(store_args[3])).update(
+        "astro", lambda rec: dataclasses.replace(rec, permanent_lock=True, failures=20))
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+    code, out, _ = run(store_args + ["--json", "users"], capsys)
+    u = strict(out)["users"][0]
+    assert code == 0 and u["locked"] is True and u["locked_until"] is None and u["locked_permanently"] is True
+    code, out, _ = run(store_args + ["--json", "unlock", "astro", "--source", str(folders["astronaut"]),
+                                     "--no-liveness"], capsys)
+    r = strict(out)
+    assert code == 1 and r["reason"] == "locked_out" and r["locked_until"] is None and r["locked_permanently"] is True
+    code, out, _ = run(store_args + ["unlock", "astro", "--source", str(folders["astronaut"]), "--no-liveness"], capsys)
+    assert code == 1 and "until reset-lockout" in out
