@@ -8,6 +8,9 @@ from pathlib import Path
 
 DEFAULT_DEV = Path("../shared/data/faces-dev/video_liveness")
 DEFAULT_DEV2 = Path("../shared/data/faces-dev2")
+# generator source portraits (defaults; liveness_eval uses the same): ≈ 5 s of CPU per portrait
+GENERATOR_LFW = 100  # LFW identities, one image each
+GENERATOR_CASIA = 20  # CASIA-FaceV5 subjects of faces-dev2, one image each
 
 
 def cmd_eval_liveness(args) -> int:
@@ -28,10 +31,11 @@ def cmd_eval_liveness(args) -> int:
     kw = {} if args.threshold is None else {"threshold": args.threshold}
     live = Liveness(engine, **kw)
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else (lambda s: None)
-    lfw_n, lfw_root = (int(args.lfw), None) if str(args.lfw).isdigit() else (12, Path(args.lfw))
+    lfw_n, lfw_root = (int(args.lfw), None) if str(args.lfw).isdigit() else (args.lfw_n, Path(args.lfw))
     if lfw_root is not None and not lfw_root.is_dir():
         raise FaceUnlockError(f"--lfw: {lfw_root} is neither a number nor a folder of LFW identity folders")
-    rep = E.evaluate(live, dev, dev2, lfw=lfw_n, lfw_root=lfw_root, seed=args.seed, cache_dir=args.cache, say=say)
+    rep = E.evaluate(live, dev, dev2, lfw=lfw_n, lfw_root=lfw_root, casia=args.casia, seed=args.seed,
+                     cache_dir=args.cache, say=say)
     urep = None if args.no_unlock else E.evaluate_unlock(dev, dev2, engine=engine, max_attempts=args.attempts, say=say)
     if args.json:
         out = rep.as_dict()
@@ -54,9 +58,14 @@ def register(sub) -> None:
     p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
                    help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
     p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2}; '' to skip)")
-    p.add_argument("--lfw", default="12",
-                   help="LFW portraits used as generator attack sources: a number (12; taken from the "
-                        "lfw_dev/images folder beside the faces-dev root) or an LFW images folder (then 12 of it)")
+    p.add_argument("--lfw", default=str(GENERATOR_LFW),
+                   help="LFW portraits used as generator attack sources (one image per identity): a number "
+                        f"(default {GENERATOR_LFW}; taken from the lfw_dev/images folder beside the faces-dev root) "
+                        "or an LFW images folder (then --lfw-n of its identities)")
+    p.add_argument("--lfw-n", type=int, default=GENERATOR_LFW,
+                   help=f"identities taken when --lfw is a folder (default {GENERATOR_LFW}; ≈ 5 s of CPU per portrait)")
+    p.add_argument("--casia", type=int, default=GENERATOR_CASIA,
+                   help=f"faces-dev2 CASIA-FaceV5 subjects used as generator attack sources (default {GENERATOR_CASIA}; 0 to skip)")
     p.add_argument("--threshold", type=float, default=None, help="texture threshold (default: the shipped one)")
     p.add_argument("--attempts", type=int, default=5, help="unlock attempts per clip after enrolment")
     p.add_argument("--no-unlock", action="store_true", help="skip the FaceUnlock part")

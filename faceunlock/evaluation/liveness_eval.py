@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import pickle
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,7 +52,8 @@ from . import attacks as A
 from .metrics import clopper_pearson_upper
 
 __all__ = ["Row", "LivenessReport", "evaluate", "read_video", "upper95", "split_people", "prompt_sequences",
-           "UnlockReport", "evaluate_unlock", "live_camera_latency", "iter_video"]
+           "UnlockReport", "evaluate_unlock", "live_camera_latency", "iter_video", "Portrait", "generator_clips",
+           "GENERATOR_LFW", "GENERATOR_CASIA", "split_all"]
 
 CLIP_S = 3.0
 EVAL_FPS = 15.0
@@ -238,21 +240,63 @@ def still_items(dev_root: Path | None, dev2_root: Path | None) -> list[tuple[str
     return out
 
 
-def _sources(dev_root: Path | None, lfw: int, lfw_root: Path | None = None) -> list[tuple[str, np.ndarray]]:
-    out = [("astronaut", data_image("astronaut")), ("grace_hopper", data_image("grace_hopper"))]
+from .liveness_cli import GENERATOR_CASIA, GENERATOR_LFW  # noqa: E402  (defaults shared with the CLI)
+
+
+@dataclass
+class Portrait:
+    """A generator source portrait: ``name`` (also its person key, ``g:<name>``), its split
+    ``group`` (one per source collection) and the (H, W, 3) uint8 RGB image."""
+
+    name: str
+    group: str
+    image: np.ndarray = field(repr=False)
+
+
+def _pick(items: list, n: int) -> list:
+    """``n`` of the sorted ``items`` spread evenly (every k-th, k = len // n), deterministic."""
+    if n <= 0 or not items:
+        return []
+    return items[::max(1, len(items) // n)][:n]
+
+
+def _sources(dev_root: Path | None, lfw: int = GENERATOR_LFW, lfw_root: Path | None = None,
+             dev2_root: Path | None = None, casia: int = GENERATOR_CASIA) -> list[Portrait]:
+    """The generator's source portraits: the two bundled ones and the Silent-Face live still
+    (group ``generator``); ``lfw`` LFW identities, the first image of each (group
+    ``generator-lfw``, person = the identity folder); ``casia`` CASIA-FaceV5 subjects of
+    faces-dev2, the first image of each (group ``generator-casia``). LFW and CASIA people are
+    taken every k-th in sorted order so that any count is spread over the alphabet."""
+    out = [Portrait("astronaut", "generator", data_image("astronaut")),
+           Portrait("grace_hopper", "generator", data_image("grace_hopper"))]
     if dev_root is not None:
         live = dev_root / "silent_face_antispoofing_samples" / "image_T1.jpg"
         if live.is_file():
-            out.append(("live_still_T1", np.ascontiguousarray(np.rot90(load_image(live), -1))))
+            out.append(Portrait("live_still_T1", "generator", np.ascontiguousarray(np.rot90(load_image(live), -1))))
     lfw_root = lfw_root or (dev_root.parent / "lfw_dev" / "images" if dev_root is not None else None)
-    if lfw_root is not None:
-        if lfw > 0 and lfw_root.is_dir():
-            people = sorted(p for p in lfw_root.iterdir() if p.is_dir())
-            step = max(1, len(people) // lfw)
-            for p in people[::step][:lfw]:
-                img = sorted(p.glob("*.jpg"))[0]
-                out.append((f"lfw/{img.stem}", load_image(img)))
+    if lfw_root is not None and lfw_root.is_dir():
+        people = sorted(p for p in lfw_root.iterdir() if p.is_dir() and any(p.glob("*.jpg")))
+        for p in _pick(people, lfw):
+            out.append(Portrait(f"lfw/{p.name}", "generator-lfw", load_image(sorted(p.glob("*.jpg"))[0])))
+    croot = dev2_root / "casia_facev5" / "images" if dev2_root is not None else None
+    if croot is not None and croot.is_dir():
+        people = sorted(p for p in croot.iterdir() if p.is_dir() and any(p.glob("*.png")))
+        for p in _pick(people, casia):
+            out.append(Portrait(f"casia/{p.name}", "generator-casia", load_image(sorted(p.glob("*.png"))[0])))
     return out
+
+
+def generator_clips(img: np.ndarray, name: str, seed: int = 0, n: int | None = None) -> dict[str, list[np.ndarray]]:
+    """The four generator attacks of one portrait, ``n`` frames each (default 3 s at
+    :data:`ATTACK_FPS`): {"print", "bent print", "screen", "print held still": RGB frames}.
+    The random streams depend only on ``seed`` and the portrait's ``name`` (not on which
+    other portraits are in the set)."""
+    n = round(CLIP_S * ATTACK_FPS) if n is None else n
+    key = zlib.crc32(name.encode())
+    rng = np.random.default_rng([seed, key])
+    still_rng = np.random.default_rng([seed, key, 1])
+    return {"print": A.print_attack(img, rng, n), "bent print": A.print_attack(img, rng, n, bent=True),
+            "screen": A.screen_attack(img, rng, n), "print held still": _still_print(img, still_rng, n)}
 
 
 def _still_print(portrait: np.ndarray, rng: np.random.Generator, n: int, size: int = 480) -> list[np.ndarray]:
@@ -355,23 +399,34 @@ class _Cache:
 
 
 # ---------------------------------------------------------------------------- the evaluation
-def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, lfw: int = 12, seed: int = 0,
-             cache_dir: Path | None = None, lfw_root: Path | None = None, say=lambda s: None) -> LivenessReport:
-    """The whole liveness evaluation (see the module docstring); ``say`` gets progress."""
+def split_all(clips: list[Clip], stills: list, sources: list[Portrait]) -> dict[str, str]:
+    """{person key: "tune" | "report"} for every clip, still and generator portrait
+    (:func:`split_people` over their groups; a portrait's key is ``g:<name>``)."""
+    groups: dict[str, list[str]] = {}
+    for c in clips:
+        groups.setdefault(c.group, []).append(c.person)
+    for _, _, person, group, _ in stills:
+        groups.setdefault(group, []).append(person)
+    for p in sources:
+        groups.setdefault(p.group, []).append(f"g:{p.name}")
+    return split_people(groups)
+
+
+def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, lfw: int = GENERATOR_LFW,
+             seed: int = 0, cache_dir: Path | None = None, lfw_root: Path | None = None,
+             casia: int = GENERATOR_CASIA, say=lambda s: None) -> LivenessReport:
+    """The whole liveness evaluation (see the module docstring); ``say`` gets progress.
+    ``lfw``, ``casia``: generator source portraits taken from LFW (``lfw_root``, default
+    ``lfw_dev/images`` beside ``dev_root``) and faces-dev2's CASIA-FaceV5 (see :func:`_sources`)."""
     t0 = time.perf_counter()
-    cache = _Cache(cache_dir, f"v2|{EVAL_FPS}|{MAX_CLIP_S}|{CLIP_S}|{seed}|{lfw}")
+    cache = _Cache(cache_dir, f"v2|{EVAL_FPS}|{MAX_CLIP_S}|{CLIP_S}|{seed}")
+    gen_cache = _Cache(cache_dir, f"gen-v3|{ATTACK_FPS}|{CLIP_S}|{seed}")
     clips = dev_clips(dev_root, dev2_root)
     stills = still_items(dev_root, dev2_root)
     if not clips and not stills:
         raise FaceUnlockError("no liveness data found: pass the faces-dev video_liveness folder and/or faces-dev2")
-    sources = _sources(dev_root, lfw, lfw_root)
-    groups: dict[str, list[str]] = {}
-    for c in clips:
-        groups.setdefault(c.group, []).append(c.person)
-    for name, _, person, group, _ in stills:
-        groups.setdefault(group, []).append(person)
-    groups["generator"] = [f"g:{n}" for n, _ in sources]
-    split = split_people(groups)
+    sources = _sources(dev_root, lfw, lfw_root, dev2_root, casia)
+    split = split_all(clips, stills, sources)
     rows: dict[str, Row] = {}
 
     def row(kind: str, name: str) -> Row:
@@ -415,23 +470,20 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
             row("APCER", f"frozen feed ({mode})").add(sp, acc, None, v.score, acc)
         say(f"{c.name}: {len(recs)} frames at {fps:.1f} fps")
     # generator attacks from source portraits
-    n = round(CLIP_S * ATTACK_FPS)
-    for si, (name, img) in enumerate(sources):
-        sp = split[f"g:{name}"]
+    per_source: dict[tuple[str, str, str], list[int]] = {}  # (kind, group, split) -> [accepted, n]
+    for src in sources:
+        sp = split[f"g:{src.name}"]
 
-        def make(img=img, si=si):
-            rng = np.random.default_rng([seed, si])  # one stream per portrait (cache-independent)
-            still_rng = np.random.default_rng([seed, si, 1])
-            out = {}
-            for kind, clip in (("print", A.print_attack(img, rng, n)), ("bent print", A.print_attack(img, rng, n, bent=True)),
-                               ("screen", A.screen_attack(img, rng, n)), ("print held still", _still_print(img, still_rng, n))):
-                out[kind] = frame_records(live, clip, ATTACK_FPS)
-            return out
-        for kind, recs in cache.get(f"gen:{name}", make).items():
+        def make(src=src):
+            return {k: frame_records(live, clip, ATTACK_FPS) for k, clip in generator_clips(src.image, src.name, seed).items()}
+        for kind, recs in gen_cache.get(f"gen:{src.name}", make).items():
             acc, v = sequential(live, recs)
             old = old_check(live, recs, ATTACK_FPS)
             row("APCER", f"generator: {kind}").add(sp, acc, old.live, v.score, acc)
-        say(f"generator {name}: done")
+            c = per_source.setdefault((kind, src.group, sp), [0, 0])
+            c[0] += int(acc)
+            c[1] += 1
+        say(f"generator {src.name}: done")
     # stills: the texture verdict of the one frame
     unreadable = []
     for name, path, person, group, label in stills:
@@ -454,10 +506,13 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
     say("stills: done")
     # challenge against natural-motion recordings (enumerated prompt sequences)
     notes = [f"windows: first {MAX_CLIP_S:.0f} s of each clip, non-overlapping {CLIP_S:.0f} s, decoded at ≤ {EVAL_FPS:.0f} fps; "
-             f"generator attacks {CLIP_S:.0f} s at {ATTACK_FPS:.0f} fps from {len(sources)} portraits; frozen feeds "
+             f"generator attacks {CLIP_S:.0f} s at {ATTACK_FPS:.0f} fps from {len(sources)} portraits "
+             f"({', '.join(f'{g}: {sum(p.group == g for p in sources)}' for g in sorted({p.group for p in sources}))}); frozen feeds "
              f"{FROZEN_FRAMES} frames at 10 fps (exact repeat; Gaussian noise σ 2 + JPEG q90 per repeat); seed {seed}",
              "stills: texture score of the one frame (no motion test); tight crops are outside MiniFASNet's training "
              "(it needs context around the face)" + (f"; unreadable, skipped: {', '.join(unreadable)}" if unreadable else "")]
+    for (kind, group, sp), (e, t) in sorted(per_source.items()):
+        notes.append(f"generator {kind}, {group}, {sp} half: {e}/{t} accepted (≤ {100 * upper95(e, t):.1f} %)")
     for title, label in (("recorded replays, challenge + texture", "replay"),
                          ("real-person clips replayed perfectly (challenge alone, texture blind)", "live")):
         for sp in SPLITS:
