@@ -716,10 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands that live with their own modules (each module's register() adds its
     # sub-parsers; keep those modules light to import).
-    from .evaluation import liveness_cli
+    from .evaluation import attention_eval, liveness_cli
     from . import bench_store, models_cli
 
     liveness_cli.register(sub)
+    attention_eval.register(sub)
     models_cli.register(sub)
     bench_store.register(sub)
     _add_device_commands(sub)

@@ -26,6 +26,7 @@ from .engine import FaceEngine
 from .errors import EnrollmentError, FaceUnlockError
 from .image import as_rgb
 from .liveness import Liveness, Observation
+from .liveness.blink import eye_aspect_ratio, open_eye_ear
 from .policy import Policy
 from .store import TemplateStore, UserRecord
 
@@ -201,18 +202,24 @@ class FaceUnlock:
         Every frame goes through the quality gates; the kept set is 5–15 (policy) templates
         chosen for pose diversity, all of one person. Raises :class:`EnrollmentError` with
         the reasons when too few good frames arrive; nothing is stored then. With
-        ``append=True`` the new templates join the user's existing ones (same embedder).
+        ``append=True`` the new templates join the user's existing ones (same embedder): the
+        first ``policy.enroll_min_templates`` stored ones stay (the enrolment core that
+        template adaptation never replaces), the rest are the newest, at most
+        ``policy.enroll_max_templates`` in all; ``meta["poses"]`` stays aligned with them.
+        The owner's open-eye level, the median eye aspect ratio of the good frames, is
+        stored as ``meta["eye_open_ear"]`` (appending merges it, frame-weighted): the
+        attention rule of :meth:`unlock` and :meth:`identify` is relative to it.
         ``progress(accepted, needed, quality)`` is called after each frame.
         """
         p = self.policy
-        cands: list[tuple[np.ndarray, FrameQuality]] = []
+        cands: list[tuple[np.ndarray, FrameQuality, float]] = []  # (template, quality, eye aspect ratio)
         rejected: dict[str, int] = {}
         seen = 0
         for frame in frames:
             seen += 1
             quality, face, chip = self.assess(as_rgb(frame))
             if quality.problem is None:
-                cands.append((self.engine._embedder.embed(chip), quality))
+                cands.append((self.engine._embedder.embed(chip), quality, eye_aspect_ratio(face.landmarks)))
             else:
                 rejected[quality.problem] = rejected.get(quality.problem, 0) + 1
             if progress is not None:
@@ -227,8 +234,12 @@ class FaceUnlock:
                 f"(need {p.enroll_min_templates}); rejected — {why}"
             )
         chosen = _diverse(kept, p.enroll_max_templates)
-        temps = np.stack([t for t, _ in chosen]).astype(np.float32)
-        poses = [(round(q.yaw, 1), round(q.pitch, 1)) for _, q in chosen]
+        temps = np.stack([c[0] for c in chosen]).astype(np.float32)
+        poses = [(round(c[1].yaw, 1), round(c[1].pitch, 1)) for c in chosen]
+        # the owner's open-eye level (attention rule, docs/LIVENESS.md): median eye aspect
+        # ratio over every good frame of the enrolled face, not only the pose-diverse kept ones
+        eye_open = open_eye_ear(c[2] for c in kept)
+        eye_meta = {} if eye_open is None else {EYE_OPEN_KEY: round(eye_open, 4), EYE_OPEN_N_KEY: len(kept)}
         embedder = self.engine.embedder_spec.name
         now = self._clock()
 
@@ -238,16 +249,17 @@ class FaceUnlock:
                     raise EnrollmentError(
                         f"{user!r} was enrolled with embedder {old.embedder!r}, not {embedder!r}: re-enrol without append"
                     )
-                merged = np.concatenate([old.templates, temps])[-max(p.enroll_max_templates, len(temps)) :]
+                merged, merged_poses = _append_templates(old, temps, poses, p.enroll_min_templates,
+                                                         p.enroll_max_templates)
+                meta = {**old.meta, "poses": merged_poses, **_merge_eye_open(old.meta, eye_meta)}
                 return UserRecord(templates=merged, embedder=embedder, created=old.created,
                                   failures=old.failures, locked_until=old.locked_until,
-                                  permanent_lock=old.permanent_lock, last_attempt=old.last_attempt,
-                                  meta={**old.meta, "poses": old.meta.get("poses", []) + poses})
+                                  permanent_lock=old.permanent_lock, last_attempt=old.last_attempt, meta=meta)
             if old is not None:  # re-enrolment replaces templates, never the lockout state
-                return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses},
+                return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses, **eye_meta},
                                   failures=old.failures, locked_until=old.locked_until,
                                   permanent_lock=old.permanent_lock, last_attempt=old.last_attempt)
-            return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses})
+            return UserRecord(templates=temps, embedder=embedder, created=now, meta={"poses": poses, **eye_meta})
 
         rec = self.store.update(user, apply)
         return EnrollmentReport(user, int(rec.templates.shape[0]) if rec else 0, seen, len(cands), rejected, poses)
@@ -289,6 +301,7 @@ class FaceUnlock:
     def _match(
         self, frames: Iterable, gallery: np.ndarray, threshold: float, t0: float, *,
         owners: np.ndarray | None = None, fps: float | None = None, challenge=None,
+        eye_open: list[float | None] | None = None,
     ):
         """Read frames until a decision, the frame budget or ``policy.timeout_s`` is spent.
 
@@ -297,7 +310,9 @@ class FaceUnlock:
         :attr:`frame_rule` is met (k of the last n face frames at or above the threshold,
         for one user). Without liveness the match decides (within ``policy.max_frames``).
         With liveness, every frame also feeds a :class:`~faceunlock.liveness.LivenessSession`
-        (texture, frozen feed, identity, and open eyes when ``policy.require_attention``),
+        (texture, frozen feed, identity, and open eyes when ``policy.require_attention``:
+        relative to the matched user's open-eye baseline ``eye_open[owner index]`` when
+        known, see :func:`~faceunlock.liveness.passive.attention_bar`),
         and the attempt ends at the first frame where the match and a live verdict (and the
         passed challenge, when given) are all in. Three clearly non-matching face frames in
         a row end the attempt early. Time is **camera time**: a frame whose timestamp is
@@ -344,6 +359,9 @@ class FaceUnlock:
                 best = s if best is None else max(best, s)
                 if hit is None and decision.add(s, k, tpl).granted:  # the frame rule (decision.py)
                     hit = k
+                    if session is not None and eye_open is not None:
+                        # attention is judged against the matched user's own open eyes
+                        session.passive.attention_baseline = eye_open[k]
                 if hit is None:
                     clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
                     if clear_misses >= CLEAR_MISS_FRAMES:
@@ -406,7 +424,8 @@ class FaceUnlock:
             return UnlockResult(False, Reason.NOT_ENROLLED, None, 0, _ms(t0), 0, None)
         rec = charge.charged[user]
         best, used, hit, timed_out, verdict, cstate = self._match(
-            frames, rec.templates, self.threshold, t0, fps=fps, challenge=challenge)
+            frames, rec.templates, self.threshold, t0, fps=fps, challenge=challenge,
+            eye_open=[eye_open_baseline(rec)])
         now = self._clock()
         if hit is not None:
             live_ok = verdict is None or verdict.live
@@ -459,7 +478,8 @@ class FaceUnlock:
         galleries = [charge.charged[u].templates for u in names]
         owner = np.repeat(np.arange(len(names)), [len(g) for g in galleries])
         best, used, hit, timed_out, verdict, _ = self._match(
-            frames, np.concatenate(galleries), self.threshold, t0, owners=owner, fps=fps)
+            frames, np.concatenate(galleries), self.threshold, t0, owners=owner, fps=fps,
+            eye_open=[eye_open_baseline(charge.charged[u]) for u in names])
         now = self._clock()
         if hit is not None and (verdict is None or verdict.live):
             name = names[hit]
@@ -665,17 +685,66 @@ def _lockout_fields(r: UserRecord) -> tuple[int, float, bool, float]:
     return (int(r.failures), float(r.locked_until), bool(r.permanent_lock), float(r.last_attempt))
 
 
+#: UserRecord.meta keys: the owner's open-eye eye aspect ratio (median over the good
+#: enrolment frames; the attention rule's per-user baseline) and how many frames it is over.
+EYE_OPEN_KEY = "eye_open_ear"
+EYE_OPEN_N_KEY = "eye_open_n"
+
+
+def _append_templates(old: UserRecord, temps: np.ndarray, poses: list, keep: int, cap: int) -> tuple[np.ndarray, list]:
+    """Templates (and their poses, aligned row for row) after appending ``temps`` to
+    ``old``'s: the first ``keep`` stored templates stay (enrolment's core, which template
+    adaptation never replaces either), the remaining ``cap − keep`` rows are the newest of
+    the rest. ``old.meta["poses"]`` is re-aligned first: older stores let it grow past the
+    templates (the newest entries are the kept templates'); a missing pose is null."""
+    n_old = int(old.templates.shape[0])
+    old_poses = list(old.meta.get("poses", []) or [])
+    old_poses = old_poses[-n_old:] if len(old_poses) >= n_old else old_poses + [None] * (n_old - len(old_poses))
+    core = min(keep, n_old)
+    room = max(cap - core, 0)
+    rest = np.concatenate([old.templates[core:], temps])
+    rest_poses = old_poses[core:] + list(poses)
+    start = max(len(rest) - room, 0)
+    merged = np.concatenate([old.templates[:core], rest[start:]])
+    return merged, old_poses[:core] + rest_poses[start:]
+
+
+def _merge_eye_open(old_meta: dict, new: dict) -> dict:
+    """The open-eye baseline after an appended enrolment: the frame-weighted mean of the
+    stored and the new medians (either alone when the other is missing)."""
+    if not new:
+        return {}
+    try:
+        b0, n0 = float(old_meta[EYE_OPEN_KEY]), int(old_meta.get(EYE_OPEN_N_KEY, 1))
+    except (KeyError, TypeError, ValueError):
+        return new
+    if not (math.isfinite(b0) and b0 > 0 and n0 > 0):
+        return new
+    b1, n1 = float(new[EYE_OPEN_KEY]), int(new[EYE_OPEN_N_KEY])
+    return {EYE_OPEN_KEY: round((b0 * n0 + b1 * n1) / (n0 + n1), 4), EYE_OPEN_N_KEY: n0 + n1}
+
+
+def eye_open_baseline(rec: UserRecord) -> float | None:
+    """The user's open-eye EAR stored at enrolment (``meta["eye_open_ear"]``), or None for a
+    record enrolled before it was stored (the attention rule then uses its absolute floor)."""
+    try:
+        b = float(rec.meta[EYE_OPEN_KEY])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return b if math.isfinite(b) and b > 0 else None
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _diverse(cands: list[tuple[np.ndarray, FrameQuality]], n: int) -> list[tuple[np.ndarray, FrameQuality]]:
-    """Up to ``n`` candidates spread over head poses: start from the most frontal (sharpest
+def _diverse(cands: list[tuple], n: int) -> list[tuple]:
+    """Up to ``n`` candidates ((template, quality, ...) tuples) spread over head poses: start from the most frontal (sharpest
     among equals), then repeatedly add the candidate farthest in (yaw, pitch) from those kept."""
     if len(cands) <= n:
         return list(cands)
-    poses = np.array([(q.yaw, q.pitch) for _, q in cands])
-    sharp = np.array([q.sharpness for _, q in cands])
+    poses = np.array([(c[1].yaw, c[1].pitch) for c in cands])
+    sharp = np.array([c[1].sharpness for c in cands])
     first = int(np.lexsort((-sharp, np.round(np.hypot(poses[:, 0], poses[:, 1])))) [0])
     chosen = [first]
     dist = np.linalg.norm(poses - poses[first], axis=1)

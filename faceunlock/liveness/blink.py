@@ -6,13 +6,19 @@ nearly independent of scale and in-plane rotation. A blink lasts 100–400 ms, s
 may cover a single frame: the detector looks for a dip of the mean EAR of both eyes below
 ``CLOSED_RATIO`` × the open-eye baseline (a running high quantile) that recovers above
 ``OPEN_RATIO`` × baseline within ``MAX_BLINK_S``. Pure numpy; times in seconds.
+
+:func:`open_eye_ear` is the per-user open-eye level that enrolment stores (the median EAR of
+the enrolment frames) and that the attention rule (:mod:`faceunlock.liveness.passive`)
+compares an attempt with; :func:`blink_troughs` gives the deepest frame of each blink (the
+closed-eye frames that docs/LIVENESS.md measures the rule on).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RIGHT_EYE", "LEFT_EYE", "eye_aspect_ratio", "BlinkDetector", "count_blinks"]
+__all__ = ["RIGHT_EYE", "LEFT_EYE", "eye_aspect_ratio", "open_eye_ear", "BlinkDetector", "count_blinks",
+           "blink_troughs"]
 
 # p1..p6 per eye in face-mesh indices (subject's right eye = image left for a raw camera).
 RIGHT_EYE = (33, 160, 158, 133, 153, 144)
@@ -37,6 +43,15 @@ def eye_aspect_ratio(landmarks: np.ndarray) -> float:
     return 0.5 * (_ear(p, RIGHT_EYE) + _ear(p, LEFT_EYE))
 
 
+def open_eye_ear(ears) -> float | None:
+    """A person's open-eye EAR from a series of their frames (e.g. enrolment's): the median
+    of the finite, positive values — robust to the few blink frames a few seconds hold.
+    None when no value is usable."""
+    v = np.asarray([float(e) for e in ears], np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.median(v)) if v.size else None
+
+
 class BlinkDetector:
     """Streaming blink detector: feed (time_s, landmarks) or (time_s, ear); read ``blinks``.
 
@@ -48,6 +63,9 @@ class BlinkDetector:
         self._closed_at: float | None = None
         self.blinks = 0
         self.blink_times: list[float] = []
+        #: (time_s, EAR) of the deepest frame of each completed blink
+        self.troughs: list[tuple[float, float]] = []
+        self._trough: tuple[float, float] | None = None
 
     def baseline(self, now: float) -> float | None:
         """Open-eye EAR: the 80th percentile over the last ``BASELINE_S`` seconds."""
@@ -67,7 +85,10 @@ class BlinkDetector:
         if self._closed_at is None:
             if ear < CLOSED_RATIO * base:
                 self._closed_at = t
+                self._trough = (t, ear)
             return False
+        if self._trough is not None and ear < self._trough[1]:
+            self._trough = (t, ear)
         if t - self._closed_at > MAX_BLINK_S:  # eyes closed too long: not a blink
             if ear >= OPEN_RATIO * base:
                 self._closed_at = None
@@ -76,6 +97,8 @@ class BlinkDetector:
             self._closed_at = None
             self.blinks += 1
             self.blink_times.append(t)
+            if self._trough is not None:
+                self.troughs.append(self._trough)
             return True
         return False
 
@@ -86,3 +109,13 @@ def count_blinks(times_s, ears) -> list[float]:
     for t, e in zip(times_s, ears):
         d.feed(float(t), float(e))
     return d.blink_times
+
+
+def blink_troughs(times_s, ears) -> list[tuple[float, float]]:
+    """(time_s, EAR) of the deepest frame of each blink in an EAR series sampled at ``times_s``
+    (the :class:`BlinkDetector`'s blinks: a dip below ``CLOSED_RATIO`` × the running open-eye
+    level that reopens within ``MAX_BLINK_S``)."""
+    d = BlinkDetector()
+    for t, e in zip(times_s, ears):
+        d.feed(float(t), float(e))
+    return d.troughs

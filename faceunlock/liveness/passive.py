@@ -18,7 +18,9 @@ each frame it gives the verdict over the frames so far (:meth:`PassiveSession.ve
 * **texture** — the median real score of the face frames under ``texture_threshold``
   (:data:`TEXTURE_THRESHOLD`): a print or a screen;
 * **attention** (when asked) — the median eye aspect ratio of the face frames under
-  :data:`ATTENTION_MIN_EAR`: eyes closed;
+  :func:`attention_bar`: :data:`ATTENTION_MIN_EAR`, or, when the user's open-eye level from
+  enrolment is known (``attention_baseline``), ``max(ATTENTION_MIN_EAR, ATTENTION_RATIO ×
+  baseline)``: eyes closed;
 * otherwise live.
 
 Only the first two are final; the others may turn live as more frames arrive (a still user's
@@ -34,7 +36,8 @@ import numpy as np
 from .blink import eye_aspect_ratio
 from .tracks import LivenessResult
 
-__all__ = ["PATCH_SIZE", "MIN_CHANGE", "TEXTURE_THRESHOLD", "ATTENTION_MIN_EAR", "MIN_FRAMES", "face_patch",
+__all__ = ["PATCH_SIZE", "MIN_CHANGE", "TEXTURE_THRESHOLD", "ATTENTION_MIN_EAR", "ATTENTION_RATIO", "MIN_FRAMES",
+           "attention_bar", "face_patch",
            "ChangeMeter", "PassiveSession", "HINT_FACE_CAMERA", "HINT_OPEN_EYES", "HINT_MOVE"]
 
 PATCH_SIZE = 32
@@ -49,11 +52,29 @@ TEXTURE_THRESHOLD = 0.46
 #: median eye aspect ratio (faceunlock.liveness.blink) of an attempt's face frames below which
 #: the eyes count as closed; set on the tuning half of the dev videos (docs/LIVENESS.md).
 ATTENTION_MIN_EAR = 0.15
+#: fraction of the user's own open-eye EAR (the median over their enrolment frames,
+#: ``UserRecord.meta["eye_open_ear"]``) that an attempt's median EAR must reach; set on the
+#: tuning half of the dev videos (docs/LIVENESS.md, "Attention").
+ATTENTION_RATIO = 0.63
 MIN_FRAMES = 8
 
 HINT_FACE_CAMERA = "face the camera in even light"
 HINT_OPEN_EYES = "open your eyes and look at the camera"
 HINT_MOVE = "blink or move slightly"
+
+
+def attention_bar(baseline: float | None = None, floor: float = ATTENTION_MIN_EAR,
+                  ratio: float = ATTENTION_RATIO) -> float:
+    """Median eye aspect ratio an attempt needs: ``max(floor, ratio × baseline)``, or ``floor``
+    alone when the user's open-eye level ``baseline`` is unknown (records enrolled before it
+    was stored) or not a finite positive number."""
+    floor = float(floor)
+    if baseline is None:
+        return floor
+    b = float(baseline)
+    if not np.isfinite(b) or b <= 0:
+        return floor
+    return max(floor, float(ratio) * b)
 
 
 def face_patch(frame_rgb: np.ndarray, box_xyxy, size: int = PATCH_SIZE) -> np.ndarray:
@@ -112,7 +133,11 @@ class PassiveSession:
             (0 = off).
         texture_threshold: median real score needed (:data:`TEXTURE_THRESHOLD`).
         min_change: :data:`MIN_CHANGE` (grey levels).
-        require_attention: require open eyes (:data:`ATTENTION_MIN_EAR`).
+        require_attention: require open eyes (median EAR ≥ :attr:`attention_required`).
+        attention_min_ear: the absolute floor (:data:`ATTENTION_MIN_EAR`).
+        attention_baseline: the user's open-eye EAR from enrolment, or None (then the floor
+            alone decides); FaceUnlock sets it once it knows whose face matched.
+        attention_ratio: fraction of ``attention_baseline`` needed (:data:`ATTENTION_RATIO`).
         min_frames: face frames before any live verdict (:data:`MIN_FRAMES`).
         texture: False = no texture scores are fed (the verdict then rests on change and
             identity only; for tests and for measuring the texture cue's share).
@@ -120,12 +145,15 @@ class PassiveSession:
 
     def __init__(self, *, identity_threshold: float = 0.0, texture_threshold: float = TEXTURE_THRESHOLD,
                  min_change: float = MIN_CHANGE, require_attention: bool = False, min_frames: int = MIN_FRAMES,
-                 attention_min_ear: float = ATTENTION_MIN_EAR, texture: bool = True) -> None:
+                 attention_min_ear: float = ATTENTION_MIN_EAR, texture: bool = True,
+                 attention_baseline: float | None = None, attention_ratio: float = ATTENTION_RATIO) -> None:
         self.identity_threshold = float(identity_threshold)
         self.texture_threshold = float(texture_threshold)
         self.min_change = float(min_change)
         self.require_attention = bool(require_attention)
         self.attention_min_ear = float(attention_min_ear)
+        self.attention_baseline = attention_baseline
+        self.attention_ratio = float(attention_ratio)
         self.min_frames = int(min_frames)
         self.texture = texture
         self.meter = ChangeMeter()
@@ -160,6 +188,11 @@ class PassiveSession:
         return self.verdict()
 
     @property
+    def attention_required(self) -> float:
+        """The median EAR the attention rule needs now (:func:`attention_bar`)."""
+        return attention_bar(self.attention_baseline, self.attention_min_ear, self.attention_ratio)
+
+    @property
     def face_frames(self) -> int:
         return len(self.times)
 
@@ -168,6 +201,7 @@ class PassiveSession:
         return {"texture": float(np.median(tex)) if tex is not None else None,
                 "texture_min": float(tex.min()) if tex is not None else None,
                 "change": self.meter.change, "eye_aspect": float(np.median(self.ears)) if self.ears else None,
+                "eye_aspect_required": self.attention_required if self.require_attention else None,
                 "identity_min_similarity": self.min_identity, "face_frames": self.face_frames,
                 "frames_read": self.frames_read}
 
@@ -188,6 +222,6 @@ class PassiveSession:
                                   self.cues(), n)
         if self.texture and not score >= thr:  # NaN fails closed
             return LivenessResult(False, score, "texture: print or screen", HINT_FACE_CAMERA, thr, self.cues(), n)
-        if self.require_attention and not float(np.median(self.ears)) >= self.attention_min_ear:
+        if self.require_attention and not float(np.median(self.ears)) >= self.attention_required:
             return LivenessResult(False, score, "eyes closed", HINT_OPEN_EYES, thr, self.cues(), n)
         return LivenessResult(True, score, "live", None, thr, self.cues(), n)
