@@ -1,0 +1,209 @@
+"""Fail-open review (grants that should be denials): each test below FAILS on the code it
+was written against and passes once the defect is fixed. Models are not loaded: a scripted
+engine stands in for detection and embedding (frame pixel [0, 0, 0] picks the template of
+the frame's one face), and a fixed texture score stands in for MiniFASNet, so each test
+isolates one decision rule of faceunlock.unlock / faceunlock.liveness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import faceunlock as fu
+from faceunlock import embed
+from faceunlock.detect import Face
+from faceunlock.liveness import Liveness
+from faceunlock.liveness.challenge import Challenge, Observation, Prompt
+from faceunlock.liveness.tracks import RIGID_LANDMARKS
+from faceunlock.store import UserRecord
+
+SPEC = embed.MOBILEFACENET  # thresholds: match 0.7579, convenience 0.6579 → identity check 0.6079
+DIM = SPEC.dim
+NOW = 1_000_000.0
+NO_FACE = 255
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def at_cosine(base: np.ndarray, other: np.ndarray, cos: float) -> np.ndarray:
+    """A unit vector with cosine ``cos`` to unit ``base``, in the plane of base and other."""
+    o = other - (other @ base) * base
+    o = o / np.linalg.norm(o)
+    return unit(cos * base + math.sqrt(1 - cos * cos) * o)
+
+
+class ScriptedEngine:
+    """FaceEngine stand-in: one face per frame whose template is ``templates[frame[0, 0, 0]]``
+    (no face when that pixel is 255)."""
+
+    def __init__(self, templates: list[np.ndarray]) -> None:
+        self.templates = templates
+        self.embedder_spec = SPEC
+        rng = np.random.default_rng(0)
+        self.landmarks = (rng.normal(size=(468, 3)) * 20 + [48, 48, 0]).astype(np.float32)
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        if int(frame[0, 0, 0]) == NO_FACE:
+            return []
+        return [Face(box=(16.0, 16.0, 80.0, 80.0), score=0.99, landmarks=self.landmarks, yaw=0.0, pitch=0.0, roll=0.0)]
+
+    def face_template(self, frame: np.ndarray, face: Face) -> np.ndarray:
+        return self.templates[int(frame[0, 0, 0])]
+
+
+class FixedTexture:
+    """MiniFASNet stand-in: every face crop scores as a real face (a live attacker's own
+    face does, and the texture verdict is the median over the attempt's face frames)."""
+
+    def score(self, frame, box) -> float:
+        return 0.9
+
+
+def scripted_frames(indices, fps: float = 30.0, times=None):
+    """(timestamp_s, frame) pairs: frame j shows template ``indices[j]``; the picture
+    brightens 2 grey levels a frame, so the frozen-feed test sees a changing scene."""
+    for j, i in enumerate(indices):
+        f = np.full((96, 96, 3), 60 + (2 * j) % 120, np.uint8)
+        f[0, 0, 0] = i
+        yield (j / fps if times is None else times(j)), f
+
+
+def make_unlock(tmp_path, templates, *, liveness_kw=None, policy_kw=None):
+    owner = templates[0]
+    store = fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32)
+    store.put("alice", UserRecord(templates=np.stack([owner] * 5), embedder=SPEC.name, created=1.0))
+    eng = ScriptedEngine(templates)
+    live = Liveness(eng, **(liveness_kw or {}))
+    live._texture = FixedTexture()  # the texture models are not what these tests are about
+    policy = fu.Policy(require_attention=False, **(policy_kw or {}))  # the stand-in mesh has no eyes
+    return fu.FaceUnlock(store, engine=eng, liveness=live, policy=policy, clock=lambda: NOW), store
+
+
+@pytest.fixture
+def vectors():
+    rng = np.random.default_rng(1)
+    owner = unit(rng.normal(size=DIM))
+    other = unit(rng.normal(size=DIM))
+    return owner, other
+
+
+# --------------------------------------------------------------------------- finding 1
+@pytest.mark.parametrize("order", ["photo_then_attacker", "interleaved"])
+def test_the_face_judged_live_must_be_the_face_that_matched(tmp_path, vectors, order):
+    """Two frames of the owner (a photo or screen held up) meet the 2-of-3 frame rule; the
+    rest of the attempt is another person's live face. That person scores 0.65 against the
+    owner's templates — far below the match threshold 0.7579 (and below the convenience
+    threshold 0.6579, the FAR 1e-3 point), but above the liveness identity check's 0.6079,
+    which compares each face frame only with the previous one. "photo_then_attacker": the
+    hit is sticky and clear misses are not counted after it, so the verdict rests on 8
+    frames of which 6 are a face that never matched. "interleaved": owner frames every third
+    frame keep the clear-miss stop from firing (it needs 3 clear misses in a row)."""
+    owner, other = vectors
+    attacker = at_cosine(owner, other, 0.65)
+    u, _ = make_unlock(tmp_path, [owner, attacker])
+    # controls: the attacker alone is refused, the owner alone is granted
+    alone = u.unlock("alice", scripted_frames([1] * 30))
+    assert not alone.granted and alone.reason is fu.Reason.NO_MATCH
+    assert u.unlock("alice", scripted_frames([0] * 30)).granted
+    seq = [0, 0] + [1] * 28 if order == "photo_then_attacker" else [1, 1, 0] * 3 + [0] + [1] * 20
+    r = u.unlock("alice", scripted_frames(seq))
+    assert not r.granted, (f"granted on {r.frames_used} frames of which {seq[:r.frames_used].count(1)} were a face "
+                           f"scoring 0.65 < threshold {u.threshold}")
+
+
+# --------------------------------------------------------------------------- finding 2
+def test_check_identity_false_must_not_unbind_liveness_from_the_match(tmp_path, vectors):
+    """``Liveness(check_identity=False)`` is documented as a cost switch for
+    :meth:`Liveness.check` ("compute identity templates in check(), ≈ 7 ms per frame"), but
+    it also sets the identity threshold of every FaceUnlock session to 0, although unlock
+    passes the templates for free: two frames of the owner's photo, then ANY live face."""
+    owner, other = vectors
+    stranger = at_cosine(owner, other, 0.0)
+    u, _ = make_unlock(tmp_path, [owner, stranger])
+    # control: with the default Liveness the swap is caught
+    r0 = u.unlock("alice", scripted_frames([0, 0] + [1] * 28))
+    assert not r0.granted and r0.reason is fu.Reason.LIVENESS_FAILED
+    u2, _ = make_unlock(tmp_path / "b", [owner, stranger], liveness_kw={"check_identity": False})
+    r = u2.unlock("alice", scripted_frames([0, 0] + [1] * 28))
+    assert not r.granted, "a stranger (cosine 0 to the owner) was granted after two frames of the owner's photo"
+
+
+# --------------------------------------------------------------------------- finding 3
+@pytest.mark.parametrize("times", [lambda j: float("nan"), lambda j: -j / 30.0, lambda j: 0.0],
+                         ids=["nan", "backwards", "frozen"])
+def test_frame_timestamps_cannot_extend_the_attempt(tmp_path, vectors, times):
+    """The attempt lasts policy.timeout_s (3 s) of camera time: 91 frames at 30 fps. With
+    NaN, decreasing or constant timestamps the deadline never fires and one charged attempt
+    reads MAX_ATTEMPT_FRAMES (1000) frames — 11x the chances for a near-miss face to meet
+    the frame rule once."""
+    owner, other = vectors
+    near = at_cosine(owner, other, SPEC.threshold - 0.02)  # a near miss: never a clear miss
+    tmp = tmp_path / "t"
+    tmp.mkdir()
+    u, _ = make_unlock(tmp, [owner, near])
+    ok = u.unlock("alice", scripted_frames([1] * 2000))
+    assert ok.reason is fu.Reason.NO_MATCH and ok.frames_used <= 91  # control: real timestamps
+    try:
+        r = u.unlock("alice", scripted_frames([1] * 2000, times=times))
+    except fu.FaceUnlockError:
+        return  # refusing unusable timestamps is a fix too
+    assert r.frames_used <= 91, f"{r.frames_used} frames read in one attempt"
+
+
+def test_challenge_deadline_holds_with_bad_timestamps():
+    """A challenge step must time out: with NaN or decreasing timestamps it never does."""
+    for bad in (float("nan"), -100.0):
+        ch = Challenge([Prompt.TURN_LEFT], step_timeout_s=3.0)
+        ch.feed_observation(Observation(0.0, None, None, 0))
+        control = Challenge([Prompt.TURN_LEFT], step_timeout_s=3.0)
+        control.feed_observation(Observation(0.0, None, None, 0))
+        assert control.feed_observation(Observation(10.0, None, None, 0)).done  # control
+        st = None
+        for _ in range(500):
+            st = ch.feed_observation(Observation(bad, None, None, 0))
+        assert st.done and not st.passed, f"timestamp {bad}: challenge still waiting after 500 frames"
+
+
+# --------------------------------------------------------------------------- finding 4
+def _turned(base: np.ndarray, yaw_deg: float) -> np.ndarray:
+    a = math.radians(yaw_deg)
+    r = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    c = base[RIGID_LANDMARKS].mean(0)
+    return ((base - c) @ r.T + c).astype(np.float32)
+
+
+def _passed_challenge(landmarks: np.ndarray) -> Challenge:
+    for yaw in (25.0, -25.0):
+        ch = Challenge([Prompt.TURN_LEFT], step_timeout_s=3.0)
+        t = 0.0
+        for _ in range(3):
+            ch.feed_observation(Observation(t, landmarks, None, 1))
+            t += 0.05
+        for k in range(1, 11):
+            st = ch.feed_observation(Observation(t, _turned(landmarks, yaw * k / 10), None, 1))
+            t += 0.05
+            if st.done:
+                break
+        if ch.state.passed:
+            return ch
+    raise AssertionError("could not build a passed challenge")
+
+
+def test_a_challenge_answered_in_an_earlier_attempt_is_not_reused(tmp_path, vectors):
+    """unlock() accepts a Challenge that was already passed before the attempt: none of the
+    attempt's frames answered a prompt, yet the challenge counts as passed (e.g. an app that
+    retries ``unlock(user, cam, challenge=ch)`` with the same ``ch`` after the owner answered
+    it once but was denied)."""
+    owner, _ = vectors
+    u, _ = make_unlock(tmp_path, [owner])
+    ch = _passed_challenge(u.engine.landmarks)
+    assert ch.state.done and ch.state.passed
+    try:
+        r = u.unlock("alice", scripted_frames([0] * 30), challenge=ch)
+    except fu.FaceUnlockError:
+        return  # refusing a used challenge is the fix
+    assert not r.granted, "granted on a challenge whose prompts were answered before this attempt"
