@@ -207,3 +207,14 @@ def test_a_challenge_answered_in_an_earlier_attempt_is_not_reused(tmp_path, vect
     except fu.FaceUnlockError:
         return  # refusing a used challenge is the fix
     assert not r.granted, "granted on a challenge whose prompts were answered before this attempt"
+
+
+# --------------------------------------------------------------------------- finding 5
+@pytest.mark.parametrize("value", [None, 0, "", "no"])
+def test_policy_require_attention_is_validated_like_the_other_switches(value):
+    """Policy validates require_challenge and adapt_templates as bools but not
+    require_attention: ``Policy(require_attention=None)`` (e.g. an unset config value) is
+    accepted and silently falls back to ``Liveness.require_attention`` (False), so a
+    sleeping owner's face unlocks; ``"no"`` is accepted and means yes."""
+    with pytest.raises(fu.PolicyError):
+        fu.Policy(require_attention=value)
