@@ -501,10 +501,7 @@ def cmd_users(args) -> int:
     rows = []
     store = _open_store(args)  # a missing store is an error (exit 2), as for unlock
     policy = _policy(args)
-    for name in store.users():
-        rec = store.get(name)
-        if rec is None:
-            continue
+    for name, rec in store.records().items():  # one read of the store, not one per user
         locked, until = lockout_status(rec, time.time(), policy)
         rows.append({"user": name, "templates": int(rec.templates.shape[0]), "embedder": rec.embedder,
                      "created": rec.created, "failures": rec.failures, "locked": locked,

@@ -109,6 +109,8 @@ def test_roundtrip_and_api(tmp_path: Path) -> None:
     assert got.templates.dtype == np.float32 and got.templates.shape == (5, 128)
     assert got.meta == {"poses": ["front", "left"], "n": 5}
     assert s.verify() == 2
+    recs = s.records()  # every record from one read, in user order, equal to get()
+    assert list(recs) == ["alice", "zed"] and recs == {u: s.get(u) for u in ("alice", "zed")}
     # update: fn sees current value; returning None deletes
     seen = []
     out = s.update("alice", lambda old: (seen.append(old), UserRecord(old.templates, "e2", 1.0, failures=3))[1])
@@ -116,7 +118,7 @@ def test_roundtrip_and_api(tmp_path: Path) -> None:
     assert s.update("nobody", lambda old: None) is None
     assert s.update("alice", lambda old: None) is None and s.users() == ["zed"]
     assert s.remove("zed") is True and s.remove("zed") is False
-    assert s.users() == [] and s.verify() == 0
+    assert s.users() == [] and s.verify() == 0 and s.records() == {}
     assert TemplateStore(p, key=KEY).users() == []
 
 
@@ -229,6 +231,7 @@ def test_flipped_byte_after_open_detected_by_every_operation(tmp_path: Path) -> 
     s = TemplateStore(p, key=KEY)  # opened while good
     ops = [
         s.users,
+        s.records,
         s.verify,
         lambda: s.get("alice"),
         lambda: s.get("carol"),
