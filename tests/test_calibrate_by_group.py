@@ -65,6 +65,7 @@ def test_worst_group_threshold_holds_in_every_group():
 def test_upper_bound_and_round_up():
     assert C.upper95(0, 150_000) == pytest.approx(2e-5)
     assert C.upper95(3, 1000) == pytest.approx(clopper_pearson_upper(3, 1000))
+    assert C.upper95(0, 2) == 1.0  # the rule of three is capped: a rate is never above 100 %
     assert C.round_up(0.61234) == 0.6124 and C.round_up(0.6123) == 0.6123 and C.round_up(-0.00001) == 0.0
 
 

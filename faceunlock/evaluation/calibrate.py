@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import FaceUnlockError
 from .dataset import LabelledImage, scan
-from .metrics import clopper_pearson_upper, threshold_for_far
+from .metrics import clopper_pearson_upper, threshold_for_far, upper95
 
 __all__ = ["TemplateSet", "compute_templates", "all_pair_scores", "calibrate", "CalibrationRow"]
 
@@ -281,14 +281,6 @@ class GroupRow:
     @property
     def frr(self) -> float:
         return self.false_rejects / self.genuine_pairs if self.genuine_pairs else float("nan")
-
-
-def upper95(errors: int, trials: int) -> float:
-    """95 % upper bound of an error rate: 3/n for 0 errors (rule of three), else
-    Clopper–Pearson."""
-    if trials <= 0:
-        return float("nan")
-    return 3.0 / trials if errors == 0 else clopper_pearson_upper(errors, trials)
 
 
 def group_rows(raw: dict[tuple[str, str], Block], clean: dict[tuple[str, str], Block], threshold: float) -> list[GroupRow]:

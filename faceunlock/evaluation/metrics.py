@@ -100,6 +100,14 @@ def clopper_pearson_upper(errors: int, trials: int, confidence: float = 0.95) ->
     return hi
 
 
+def upper95(errors: int, trials: int) -> float:
+    """95 % one-sided upper bound of an error rate: 3/n for 0 errors (rule of three,
+    capped at 1 for n < 3), else Clopper–Pearson; NaN for no trials."""
+    if trials <= 0:
+        return float("nan")
+    return min(1.0, 3.0 / trials) if errors == 0 else clopper_pearson_upper(errors, trials)
+
+
 def _binom_cdf(k: int, n: int, p: float) -> float:
     if p <= 0:
         return 1.0

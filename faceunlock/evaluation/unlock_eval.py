@@ -36,7 +36,7 @@ from ..policy import Policy
 from ..store import TemplateStore
 from ..unlock import FaceUnlock, fused_score
 from .dataset import LabelledImage, scan
-from .metrics import clopper_pearson_upper
+from .metrics import clopper_pearson_upper, upper95
 
 __all__ = ["UnlockEvaluation", "evaluate"]
 
@@ -253,10 +253,8 @@ class Tally:
 
     @property
     def upper95(self) -> float:
-        """95 % upper bound: 3/n when there is no error (rule of three), else Clopper–Pearson."""
-        if not self.attempts:
-            return float("nan")
-        return 3.0 / self.attempts if self.errors == 0 else clopper_pearson_upper(self.errors, self.attempts)
+        """95 % upper bound (:func:`~faceunlock.evaluation.metrics.upper95`)."""
+        return upper95(self.errors, self.attempts)
 
     def cell(self, percent: bool) -> str:
         if not self.attempts:
