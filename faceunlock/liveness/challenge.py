@@ -20,6 +20,7 @@ the user's LEFT for an unmirrored camera frame (pass ``mirrored=True`` for mirro
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ class Challenge:
         self._passed = False
         self._reason: str | None = None
         self._now = 0.0
+        self._last_t: float | None = None  # timestamp of the last observation fed
         self.min_identity_similarity = 1.0
 
     @classmethod
@@ -175,6 +177,11 @@ class Challenge:
         return out
 
     # ------------------------------------------------------------------ input
+    @property
+    def started(self) -> bool:
+        """True once anything was fed (or it ended): a challenge answers one attempt only."""
+        return self._done or self._last_t is not None
+
     def feed(self, frame, t: float | None = None) -> ChallengeState:
         """Feed one RGB frame (or a ``(timestamp_s, frame)`` pair); returns the new state.
 
@@ -193,7 +200,11 @@ class Challenge:
         if self._done:
             return self._state()
         now = float(obs.t)
-        self._now = now
+        if not math.isfinite(now):
+            return self._fail("unusable frame timestamp (not a finite number)")
+        if self._last_t is not None and now < self._last_t:
+            return self._fail("frame timestamps went backwards")  # a deadline must be able to pass
+        self._now = self._last_t = now
         if self._step_start is None:
             self._step_start = now
         if now - self._step_start > self.step_timeout_s:
