@@ -103,9 +103,16 @@ class Policy:
         max_frames: frames examined per unlock attempt (10).
         timeout_s: seconds per unlock attempt (3.0).
         require_challenge: require a liveness challenge (e.g. blink/turn) before accepting.
-        require_attention: with liveness on, a grant needs open eyes (median eye aspect ratio of
-            the attempt's face frames, faceunlock.liveness.passive.ATTENTION_MIN_EAR) — a sleeping
-            owner's face does not unlock (True).
+        require_attention: with liveness on, a grant needs open eyes (True): the median eye
+            aspect ratio of the attempt's face frames must reach max(0.15, 0.63 × the matched
+            user's open-eye EAR from enrolment, ``UserRecord.meta["eye_open_ear"]``)
+            (``faceunlock.liveness.passive.attention_bar``; ATTENTION_MIN_EAR,
+            ATTENTION_RATIO), or 0.15 alone for a record enrolled before faceunlock stored
+            that baseline (re-enrol to get the relative rule). So a sleeping owner's face does
+            not unlock. ``faceunlock eval-attention --cache DIR`` (docs/LIVENESS.md,
+            "Attention"): on the reporting half of the dev videos 0/25 open-eye 3-s windows
+            rejected (as the absolute rule) and 15/40 blink-trough frames caught (absolute:
+            9/40). ``False`` turns the check off.
 
     Templates:
         adapt_templates: after a confident, live grant, the granting frame's template may

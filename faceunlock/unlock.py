@@ -359,9 +359,10 @@ class FaceUnlock:
                 best = s if best is None else max(best, s)
                 if hit is None and decision.add(s, k, tpl).granted:  # the frame rule (decision.py)
                     hit = k
-                    if session is not None and eye_open is not None:
+                    passive = getattr(session, "passive", None)  # a stand-in session may have none
+                    if passive is not None and eye_open is not None:
                         # attention is judged against the matched user's own open eyes
-                        session.passive.attention_baseline = eye_open[k]
+                        passive.attention_baseline = eye_open[k]
                 if hit is None:
                     clear_misses = clear_misses + 1 if s < threshold - CLEAR_MISS_MARGIN else 0
                     if clear_misses >= CLEAR_MISS_FRAMES:
