@@ -77,32 +77,41 @@ class LivenessSession:
 
     :meth:`add` takes each frame read with the faces the engine found in it (the largest
     first, as :meth:`FaceEngine.detect` returns them): the first face is scored by the
-    texture models, its template (computed here unless given) is checked against the
-    previous face frame's, and a grey patch of the frame at the first face frame's box feeds the
-    frozen-feed test. Frames without a face count as read. Returns the verdict so far.
+    texture models, its template (given, or computed here when ``live.check_identity``) is
+    checked against the previous face frame's, and a grey patch of the frame at the first face
+    frame's box feeds the frozen-feed test. Frames without a face count as read. Returns the
+    verdict so far.
     """
 
     def __init__(self, live: "Liveness", require_attention: bool | None = None) -> None:
         self.live = live
+        # The identity check always applies to templates the caller gives (FaceUnlock gives
+        # them for free); ``check_identity`` only decides whether add() computes them.
         self.passive = PassiveSession(
-            identity_threshold=live.identity_threshold if live.check_identity else 0.0,
+            identity_threshold=live.identity_threshold,
             texture_threshold=live.threshold, min_change=live.min_change,
             require_attention=live.require_attention if require_attention is None else require_attention,
             min_frames=live.min_frames, attention_min_ear=live.attention_min_ear, texture=live.use_texture)
         self.result: LivenessResult = self.passive.verdict()
 
-    def add(self, frame: np.ndarray, faces: Sequence, t: float, template: np.ndarray | None = None) -> LivenessResult:
-        """One RGB frame read at ``t`` seconds (camera time) with its detected ``faces``."""
+    def add(self, frame: np.ndarray, faces: Sequence, t: float, template: np.ndarray | None = None, *,
+            evidence: bool = True) -> LivenessResult:
+        """One RGB frame read at ``t`` seconds (camera time) with its detected ``faces``.
+
+        ``evidence=False``: the frame counts as read and its faces are counted (more than one
+        face still fails), but nothing of it — texture, eyes, identity, change — counts toward
+        a live verdict. :class:`~faceunlock.FaceUnlock` passes it for face frames that do not
+        match the user, so the face judged live is always the face that matched."""
         p = self.passive
         if self.result.final:
             return self.result
-        if not faces:
-            self.result = p.add(t, 0)
+        if not faces or not evidence:
+            self.result = p.add(t, len(faces))
             return self.result
         f = faces[0]
         if p.ref_box is None:
             p.ref_box = tuple(float(v) for v in f.box)
-        if template is None and p.identity_threshold > 0:
+        if template is None and p.identity_threshold > 0 and self.live.check_identity:
             template = self.live.engine.face_template(frame, f)
         tex = self.live.texture_check.score(frame, f.box) if self.live.use_texture else None
         self.result = p.add(t, len(faces), f.landmarks, template, tex, face_patch(frame, p.ref_box))
@@ -119,7 +128,9 @@ class Liveness:
         min_change: frozen-feed test, grey levels (:data:`~faceunlock.liveness.passive.MIN_CHANGE`).
         identity_threshold: cosine similarity every face frame's template must keep with the
             previous one's (default: the engine's convenience threshold − 0.05); 0 disables it.
-        check_identity: compute identity templates in :meth:`check` (≈ 7 ms per frame).
+        check_identity: compute identity templates in :meth:`check` (≈ 7 ms per frame); a
+            cost switch only: templates given to a session (FaceUnlock gives them) are always
+            checked.
         require_attention: sessions require open eyes by default (FaceUnlock sets this
             from ``Policy.require_attention``).
         min_frames: face frames before a live verdict (8).
