@@ -20,8 +20,10 @@ DEV2 = SHARED / "faces-dev2"
 
 def test_pick_spreads_deterministically():
     items = [f"p{i:03d}" for i in range(202)]
-    assert E._pick(items, 100) == items[::2][:100]
-    assert E._pick(items, 12) == items[::16][:12]
+    assert E._pick(items, 101) == items[::2]
+    got = E._pick(items, 80)
+    assert len(got) == len(set(got)) == 80 and got[0] == "p000" and got[-1] >= "p199" and got == sorted(got)
+    assert E._pick(items, 12)[:3] == ["p000", "p016", "p033"]
     assert E._pick(items, 500) == items
     assert E._pick(items, 0) == [] and E._pick([], 5) == []
 

@@ -9,7 +9,7 @@ from pathlib import Path
 DEFAULT_DEV = Path("../shared/data/faces-dev/video_liveness")
 DEFAULT_DEV2 = Path("../shared/data/faces-dev2")
 # generator source portraits (defaults; liveness_eval uses the same): ≈ 5 s of CPU per portrait
-GENERATOR_LFW = 100  # LFW identities, one image each
+GENERATOR_LFW = 80  # LFW identities, one image each (of lfw_dev's 202)
 GENERATOR_CASIA = 20  # CASIA-FaceV5 subjects of faces-dev2, one image each
 
 
@@ -63,7 +63,7 @@ def register(sub) -> None:
                         f"(default {GENERATOR_LFW}; taken from the lfw_dev/images folder beside the faces-dev root) "
                         "or an LFW images folder (then --lfw-n of its identities)")
     p.add_argument("--lfw-n", type=int, default=GENERATOR_LFW,
-                   help=f"identities taken when --lfw is a folder (default {GENERATOR_LFW}; ≈ 5 s of CPU per portrait)")
+                   help=f"identities taken when --lfw is a folder (default {GENERATOR_LFW}; ≈ 5 s of CPU per portrait, 4 attacks)")
     p.add_argument("--casia", type=int, default=GENERATOR_CASIA,
                    help=f"faces-dev2 CASIA-FaceV5 subjects used as generator attack sources (default {GENERATOR_CASIA}; 0 to skip)")
     p.add_argument("--threshold", type=float, default=None, help="texture threshold (default: the shipped one)")

@@ -254,10 +254,13 @@ class Portrait:
 
 
 def _pick(items: list, n: int) -> list:
-    """``n`` of the sorted ``items`` spread evenly (every k-th, k = len // n), deterministic."""
+    """``n`` of the sorted ``items`` spread evenly over the list (item ``i·len // n`` for
+    i = 0 … n−1; all of them when n ≥ len), deterministic."""
     if n <= 0 or not items:
         return []
-    return items[::max(1, len(items) // n)][:n]
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def _sources(dev_root: Path | None, lfw: int = GENERATOR_LFW, lfw_root: Path | None = None,
@@ -266,7 +269,7 @@ def _sources(dev_root: Path | None, lfw: int = GENERATOR_LFW, lfw_root: Path | N
     (group ``generator``); ``lfw`` LFW identities, the first image of each (group
     ``generator-lfw``, person = the identity folder); ``casia`` CASIA-FaceV5 subjects of
     faces-dev2, the first image of each (group ``generator-casia``). LFW and CASIA people are
-    taken every k-th in sorted order so that any count is spread over the alphabet."""
+    spread evenly over their sorted names (:func:`_pick`), so any count covers the alphabet."""
     out = [Portrait("astronaut", "generator", data_image("astronaut")),
            Portrait("grace_hopper", "generator", data_image("grace_hopper"))]
     if dev_root is not None:
