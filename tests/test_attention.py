@@ -184,3 +184,29 @@ def test_closed_eyes_are_refused_relative_to_the_owners_baseline(tmp_path, engin
     old = _grant(u, head)
     assert old.granted, old
     assert old.liveness.cues["eye_aspect_required"] == ATTENTION_MIN_EAR
+
+
+# ---------------------------------------------------------------------------- eval-attention
+def test_eval_attention_rules_on_a_synthetic_clip():
+    from faceunlock.evaluation import attention_eval as A
+
+    fps = 10.0
+    ear = np.full(90, 0.30)  # 9 s: enrolment window + two later 3-s windows
+    ear[30:35] = 0.17  # the first later window starts with eyes half shut, then opens
+    ear[62] = 0.12  # a blink trough in the second window (one frame at 10 fps)
+    ear[61] = ear[63] = 0.22
+    c = A.ClipEyes("x", "p", "src", fps, ear, np.ones(90, np.int16), 0.30, None)
+    ws = A.windows(c)
+    assert len(ws) == 2 and all(w.size == 30 for w in ws)
+    bar = A.Rule(0.63).bar(0.30)
+    assert A.window_rejected(ws[0][:8], bar, "window")  # 5 of 8 low: median under the bar
+    assert not A.window_rejected(ws[0], bar, "window")  # live once more open frames arrive
+    assert not A.window_rejected(ws[0], bar, "first 15")
+    assert A.troughs(c) == [pytest.approx(0.17), pytest.approx(0.12)]  # the 0.5-s dip reads as a blink too
+    res = A.evaluate_rules([c], {"p": "tune"}, [A.Rule(0.0), A.Rule(0.63), A.Rule(0.95)])
+    assert res[A.Rule(0.0).name]["tune"]["closed"] == [1, 2]  # 0.12 < 0.15
+    assert res[A.Rule(0.63).name]["tune"]["closed"] == [2, 2]
+    assert res[A.Rule(0.63).name]["tune"]["open"]["first 8"] == [1, 2]
+    assert res[A.Rule(0.95).name]["tune"]["open"]["first 8"] == [1, 2]
+    best, _ = A.tune_ratio(res, [A.Rule(0.0), A.Rule(0.63), A.Rule(0.95)], A.Rule(0.0))
+    assert best == A.Rule(0.0)  # 0.63 catches more but rejects an open-eye reading the absolute rule passes
