@@ -197,6 +197,8 @@ class Policy:
             raise bad(f"require_challenge must be a bool, got {self.require_challenge!r}")
         if not isinstance(self.adapt_templates, bool):
             raise bad(f"adapt_templates must be a bool, got {self.adapt_templates!r}")
+        if not isinstance(self.require_attention, bool):  # None or "no" must not mean "off"
+            raise bad(f"require_attention must be a bool, got {self.require_attention!r}")
 
     def lockout_duration(self, failures: int) -> float:
         """Lockout in seconds that starts when the ``failures``-th consecutive failure happens.

@@ -309,7 +309,10 @@ class FaceUnlock:
         when ``owners`` gives the user index of each row). A match is when
         :attr:`frame_rule` is met (k of the last n face frames at or above the threshold,
         for one user). Without liveness the match decides (within ``policy.max_frames``).
-        With liveness, every frame also feeds a :class:`~faceunlock.liveness.LivenessSession`
+        With liveness, every frame also feeds a :class:`~faceunlock.liveness.LivenessSession`,
+        but only face frames that themselves score at or above the threshold count as its
+        evidence (the face judged live is the face that matched; in identify, frames that
+        match two different users end the attempt as "face changed during the check")
         (texture, frozen feed, identity, and open eyes when ``policy.require_attention``:
         relative to the matched user's open-eye baseline ``eye_open[owner index]`` when
         known, see :func:`~faceunlock.liveness.passive.attention_bar`),
@@ -319,7 +322,9 @@ class FaceUnlock:
         more than ``policy.timeout_s`` (with a challenge: its prompts' deadlines +
         :data:`CHALLENGE_MARGIN_S`) after the first frame's ends the attempt unread. Frames
         are RGB arrays or ``(timestamp_s, frame)`` pairs; bare frames are timed by ``fps``
-        (default 30). ``t0`` is not used for the deadline.
+        (default 30), and so is a frame whose timestamp is not after the previous one's (NaN,
+        repeated, backwards): it is taken as 1/fps later, so the deadline always comes.
+        ``t0`` is not used for the deadline.
 
         Returns (best score or None, frames used, matched owner index or None, timed out
         before any match, liveness result or None, challenge state or None).
@@ -339,11 +344,19 @@ class FaceUnlock:
         verdict, cstate, timed_out, t_first = None, None, False, None
         rule = self.frame_rule or (DEFAULT_RULE if live is not None else SINGLE_FRAME)
         decision = self._decision = FrameDecision(threshold, rule)
+        step_s = 1.0 / float(fps or 30.0)
+        t_prev = None
+        owner_of_evidence: set[int] = set()  # users whose matching frames fed the liveness verdict
         for item in frames:
             t_frame = None
             if isinstance(item, tuple) and len(item) == 2:
                 t_frame, item = item
-            t_frame = float(t_frame) if t_frame is not None else used / float(fps or 30.0)
+            t_frame = float(t_frame) if t_frame is not None else used * step_s
+            if t_prev is not None and not t_frame > t_prev:  # NaN, repeated or backwards: a
+                t_frame = t_prev + step_s  # frame takes at least 1/fps, so the deadline still comes
+            elif not math.isfinite(t_frame):
+                t_frame = 0.0 if t_prev is None else t_prev + step_s
+            t_prev = t_frame
             if t_first is None:
                 t_first = t_frame
             if t_frame - t_first > limit_s:  # captured after the attempt's camera-time limit
@@ -353,9 +366,16 @@ class FaceUnlock:
             frame = as_rgb(item)
             faces = self.engine.detect(frame)
             tpl = None
+            evidence = False
             if faces:
                 tpl = self.engine.face_template(frame, faces[0])
                 s, k = fused_score(gallery, tpl, owners)
+                # Only frames that match count toward the liveness verdict: the face judged
+                # live is the face that matched (a photo of the owner cannot borrow a live
+                # stranger's texture, eyes or motion).
+                evidence = s >= threshold
+                if evidence:
+                    owner_of_evidence.add(k)
                 best = s if best is None else max(best, s)
                 if hit is None and decision.add(s, k, tpl).granted:  # the frame rule (decision.py)
                     hit = k
@@ -375,7 +395,11 @@ class FaceUnlock:
             if session is not None:
                 # the same frame, landmarks and template feed the passive check (texture on
                 # the challenge frames too); it is judged once per frame, never again after
-                verdict = session.add(frame, faces, t_frame, tpl)
+                verdict = session.add(frame, faces, t_frame, tpl, evidence=evidence)
+                if hit is not None and owner_of_evidence - {hit}:  # identify: frames of two users
+                    verdict = dataclasses.replace(verdict, live=False, score=0.0, reason="face changed during the check",
+                                                  final=True)
+                    break
                 if hit is not None:
                     if verdict.live and (challenge is None or challenge.state.done):
                         break
@@ -417,6 +441,9 @@ class FaceUnlock:
             raise FaceUnlockError("the policy requires a liveness challenge: pass challenge=Liveness().new_challenge()")
         if challenge is not None and self.liveness is None:
             raise FaceUnlockError("a challenge needs liveness on: construct FaceUnlock with liveness=True")
+        if challenge is not None and challenge.started:
+            raise FaceUnlockError("this challenge was already used: make a new one for every attempt "
+                                  "(Liveness.new_challenge())")
         now = self._clock()
         charge = self._charge([user], now, check_embedder=True)
         if charge.charged.get(user) is None:
