@@ -293,23 +293,31 @@ def test_vectorised_fused_score_equals_the_per_user_loop():
 
 
 def test_fused_score_is_one_pass_not_a_loop_over_users():
-    """At 2,000 users the vectorised pass must beat the per-user loop clearly (a ratio
-    measured in one run, so machine load cancels out; measured ~30x, asserted 5x)."""
-    rng = np.random.default_rng(3)
-    g = rng.standard_normal((20_000, 128)).astype(np.float32)
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    owners = np.repeat(np.arange(2_000), 10)
-    t = g[123]
+    """The work of fused_score is a fixed number of array operations whatever the number
+    of users (counted, not timed: speed itself is measured by `faceunlock bench-store`,
+    which times identify at 10,000 users). The per-user loop's count grows with the users."""
+    import sys
 
-    def best_of(f, n=5):
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            f(g, t, owners)
-            times.append(time.perf_counter() - t0)
-        return min(times)
+    def calls(f, users: int) -> int:
+        rng = np.random.default_rng(3)
+        g = rng.standard_normal((users * 10, 128)).astype(np.float32)
+        g /= np.linalg.norm(g, axis=1, keepdims=True)
+        owners = np.repeat(np.arange(users), 10)
+        n = 0
 
-    assert best_of(_fused_score_loop, 3) >= 5 * best_of(fused_score)
+        def prof(frame, event, arg):
+            nonlocal n
+            n += event in ("call", "c_call")
+
+        sys.setprofile(prof)
+        try:
+            f(g, g[5], owners)
+        finally:
+            sys.setprofile(None)
+        return n
+
+    assert calls(fused_score, 2_000) == calls(fused_score, 20)
+    assert calls(_fused_score_loop, 2_000) > 10 * calls(_fused_score_loop, 20)  # the check can fail
 
 
 def test_bench_store_runs_on_a_real_store(tmp_path):
