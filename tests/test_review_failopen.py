@@ -55,12 +55,15 @@ class ScriptedEngine:
         return self.templates[int(frame[0, 0, 0])]
 
 
-class FixedTexture:
-    """MiniFASNet stand-in: every face crop scores as a real face (a live attacker's own
-    face does, and the texture verdict is the median over the attempt's face frames)."""
+class IndexTexture:
+    """MiniFASNet stand-in: the face of a frame whose template index is in ``prints`` (a
+    photo or screen held up) scores 0.1, every other face 0.9 (a live face)."""
+
+    def __init__(self, prints=()) -> None:
+        self.prints = set(prints)
 
     def score(self, frame, box) -> float:
-        return 0.9
+        return 0.1 if int(frame[0, 0, 0]) in self.prints else 0.9
 
 
 def scripted_frames(indices, fps: float = 30.0, times=None):
@@ -72,13 +75,13 @@ def scripted_frames(indices, fps: float = 30.0, times=None):
         yield (j / fps if times is None else times(j)), f
 
 
-def make_unlock(tmp_path, templates, *, liveness_kw=None, policy_kw=None):
+def make_unlock(tmp_path, templates, *, liveness_kw=None, policy_kw=None, prints=()):
     owner = templates[0]
     store = fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32)
     store.put("alice", UserRecord(templates=np.stack([owner] * 5), embedder=SPEC.name, created=1.0))
     eng = ScriptedEngine(templates)
     live = Liveness(eng, **(liveness_kw or {}))
-    live._texture = FixedTexture()  # the texture models are not what these tests are about
+    live._texture = IndexTexture(prints)  # the texture models are not what these tests are about
     policy = fu.Policy(require_attention=False, **(policy_kw or {}))  # the stand-in mesh has no eyes
     return fu.FaceUnlock(store, engine=eng, liveness=live, policy=policy, clock=lambda: NOW), store
 
@@ -104,15 +107,18 @@ def test_the_face_judged_live_must_be_the_face_that_matched(tmp_path, vectors, o
     frame keep the clear-miss stop from firing (it needs 3 clear misses in a row)."""
     owner, other = vectors
     attacker = at_cosine(owner, other, 0.65)
-    u, _ = make_unlock(tmp_path, [owner, attacker])
-    # controls: the attacker alone is refused, the owner alone is granted
+    # template 0: the owner live; 1: the attacker live; 2: the owner's photo (texture 0.1)
+    u, _ = make_unlock(tmp_path, [owner, attacker, owner], prints={2})
+    # controls: the attacker alone is refused, the owner alone is granted, the photo alone refused
     alone = u.unlock("alice", scripted_frames([1] * 30))
     assert not alone.granted and alone.reason is fu.Reason.NO_MATCH
     assert u.unlock("alice", scripted_frames([0] * 30)).granted
-    seq = [0, 0] + [1] * 28 if order == "photo_then_attacker" else [1, 1, 0] * 3 + [0] + [1] * 20
+    photo = u.unlock("alice", scripted_frames([2] * 30))
+    assert not photo.granted and photo.reason is fu.Reason.LIVENESS_FAILED
+    seq = [2, 2] + [1] * 28 if order == "photo_then_attacker" else [1, 1, 2] * 3 + [2] + [1] * 20
     r = u.unlock("alice", scripted_frames(seq))
-    assert not r.granted, (f"granted on {r.frames_used} frames of which {seq[:r.frames_used].count(1)} were a face "
-                           f"scoring 0.65 < threshold {u.threshold}")
+    assert not r.granted, (f"granted on {r.frames_used} frames: {seq[:r.frames_used].count(2)} of the owner's photo, "
+                           f"{seq[:r.frames_used].count(1)} of a live face scoring 0.65 < threshold {u.threshold}")
 
 
 # --------------------------------------------------------------------------- finding 2
@@ -123,12 +129,12 @@ def test_check_identity_false_must_not_unbind_liveness_from_the_match(tmp_path, 
     passes the templates for free: two frames of the owner's photo, then ANY live face."""
     owner, other = vectors
     stranger = at_cosine(owner, other, 0.0)
-    u, _ = make_unlock(tmp_path, [owner, stranger])
+    u, _ = make_unlock(tmp_path, [owner, stranger, owner], prints={2})
     # control: with the default Liveness the swap is caught
-    r0 = u.unlock("alice", scripted_frames([0, 0] + [1] * 28))
+    r0 = u.unlock("alice", scripted_frames([2, 2] + [1] * 28))
     assert not r0.granted
-    u2, _ = make_unlock(tmp_path / "b", [owner, stranger], liveness_kw={"check_identity": False})
-    r = u2.unlock("alice", scripted_frames([0, 0] + [1] * 28))
+    u2, _ = make_unlock(tmp_path / "b", [owner, stranger, owner], liveness_kw={"check_identity": False}, prints={2})
+    r = u2.unlock("alice", scripted_frames([2, 2] + [1] * 28))
     assert not r.granted, "a stranger (cosine 0 to the owner) was granted after two frames of the owner's photo"
 
 
@@ -218,3 +224,24 @@ def test_policy_require_attention_is_validated_like_the_other_switches(value):
     sleeping owner's face unlocks; ``"no"`` is accepted and means yes."""
     with pytest.raises(fu.PolicyError):
         fu.Policy(require_attention=value)
+
+
+# --------------------------------------------------------------------------- finding 1, identify
+def test_identify_names_the_user_whose_face_was_judged_live(tmp_path, vectors):
+    """identify(): two frames of alice's photo meet the frame rule for alice; the rest of the
+    attempt is bob's live face (bob is enrolled too, and scores 0.65 against alice — above
+    the liveness identity check's 0.6079). The grant goes to ALICE although the face judged
+    live is bob's (e.g. a family member logging into another member's account). Feeding the
+    liveness check only frames that match does not catch this: bob's frames match bob;
+    the evidence must be of the user identified."""
+    owner, other = vectors
+    bob = at_cosine(owner, other, 0.65)
+    u, store = make_unlock(tmp_path, [owner, bob, owner], prints={2})  # 2: alice's photo
+    store.put("bob", UserRecord(templates=np.stack([bob] * 5), embedder=SPEC.name, created=1.0))
+    # controls: each alone is identified as themselves; alice's photo alone is refused
+    assert u.identify(scripted_frames([0] * 30)).user == "alice"
+    assert u.identify(scripted_frames([1] * 30)).user == "bob"
+    assert u.identify(scripted_frames([2] * 30)).user is None
+    seq = [2, 2] + [1] * 28
+    r = u.identify(scripted_frames(seq))
+    assert r.user != "alice", f"identified as alice from {seq[:r.frames_used].count(2)} photo frames, the live face bob's"
