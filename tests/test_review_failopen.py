@@ -40,16 +40,18 @@ class ScriptedEngine:
     """FaceEngine stand-in: one face per frame whose template is ``templates[frame[0, 0, 0]]``
     (no face when that pixel is 255)."""
 
-    def __init__(self, templates: list[np.ndarray]) -> None:
+    def __init__(self, templates: list[np.ndarray], landmarks: dict[int, np.ndarray] | None = None) -> None:
         self.templates = templates
         self.embedder_spec = SPEC
         rng = np.random.default_rng(0)
         self.landmarks = (rng.normal(size=(468, 3)) * 20 + [48, 48, 0]).astype(np.float32)
+        self.landmarks_of = landmarks or {}  # template index -> landmarks (default: self.landmarks)
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         if int(frame[0, 0, 0]) == NO_FACE:
             return []
-        return [Face(box=(16.0, 16.0, 80.0, 80.0), score=0.99, landmarks=self.landmarks, yaw=0.0, pitch=0.0, roll=0.0)]
+        lm = self.landmarks_of.get(int(frame[0, 0, 0]), self.landmarks)
+        return [Face(box=(16.0, 16.0, 80.0, 80.0), score=0.99, landmarks=lm, yaw=0.0, pitch=0.0, roll=0.0)]
 
     def face_template(self, frame: np.ndarray, face: Face) -> np.ndarray:
         return self.templates[int(frame[0, 0, 0])]
@@ -75,11 +77,11 @@ def scripted_frames(indices, fps: float = 30.0, times=None):
         yield (j / fps if times is None else times(j)), f
 
 
-def make_unlock(tmp_path, templates, *, liveness_kw=None, policy_kw=None, prints=()):
+def make_unlock(tmp_path, templates, *, liveness_kw=None, policy_kw=None, prints=(), landmarks=None):
     owner = templates[0]
     store = fu.TemplateStore(tmp_path / "s.fus", key=b"k" * 32)
     store.put("alice", UserRecord(templates=np.stack([owner] * 5), embedder=SPEC.name, created=1.0))
-    eng = ScriptedEngine(templates)
+    eng = ScriptedEngine(templates, landmarks)
     live = Liveness(eng, **(liveness_kw or {}))
     live._texture = IndexTexture(prints)  # the texture models are not what these tests are about
     policy = fu.Policy(require_attention=False, **(policy_kw or {}))  # the stand-in mesh has no eyes
@@ -245,3 +247,74 @@ def test_identify_names_the_user_whose_face_was_judged_live(tmp_path, vectors):
     seq = [2, 2] + [1] * 28
     r = u.identify(scripted_frames(seq))
     assert r.user != "alice", f"identified as alice from {seq[:r.frames_used].count(2)} photo frames, the live face bob's"
+
+
+# --------------------------------------------------------------------------- finding 3b
+@pytest.mark.parametrize("fps", [-30.0, float("inf"), float("nan")])
+def test_fps_cannot_extend_the_attempt(tmp_path, vectors, fps):
+    """Bare frames are timed by ``fps``; a negative, infinite or NaN fps (e.g. a camera
+    property that OpenCV reports as -1, passed through) gives a step of 1/fps < 0, 0 or NaN,
+    and the camera-time deadline never comes: one charged attempt reads MAX_ATTEMPT_FRAMES."""
+    owner, other = vectors
+    near = at_cosine(owner, other, SPEC.threshold - 0.02)
+    u, _ = make_unlock(tmp_path, [owner, near])
+
+    def bare():
+        return (f for _, f in scripted_frames([1] * 2000))
+
+    ok = u.unlock("alice", bare(), fps=30.0)
+    assert ok.reason is fu.Reason.NO_MATCH and ok.frames_used <= 91  # control
+    try:
+        r = u.unlock("alice", bare(), fps=fps)
+    except (fu.FaceUnlockError, ValueError):
+        return  # refusing the fps is a fix too
+    assert r.frames_used <= 91, f"fps={fps}: {r.frames_used} frames read in one attempt"
+
+
+# --------------------------------------------------------------------------- finding 6
+def _answers(landmarks: np.ndarray, yaw: float) -> bool:
+    ch = Challenge([Prompt.TURN_LEFT], step_timeout_s=3.0)
+    t = 0.0
+    for _ in range(3):
+        ch.feed_observation(Observation(t, landmarks, None, 1))
+        t += 0.05
+    return ch.feed_observation(Observation(t, _turned(landmarks, yaw), None, 1)).passed
+
+
+def test_the_challenge_must_be_answered_by_the_face_that_matched(tmp_path, vectors):
+    """The challenge is the step-up against replays that fool the passive check. It is fed
+    every face frame, also those that do not match the user, and binds them only by its own
+    frame-to-frame identity check (0.6079): a replay of the owner that passes the passive
+    check (texture stand-in: live) supplies the match and the passive evidence, and a
+    lookalike's live head (0.65 to the owner, not a match) answers the prompt."""
+    owner, other = vectors
+    lookalike = at_cosine(owner, other, 0.65)
+    base = ScriptedEngine([owner]).landmarks
+    yaw = 25.0 if _answers(base, 25.0) else -25.0
+    assert _answers(base, yaw)
+    # 0: the owner's replay (matches, passes the passive check); 1: the lookalike, head turned
+    u, _ = make_unlock(tmp_path, [owner, lookalike], landmarks={1: _turned(base, yaw)})
+    # control: the replay alone does not answer the prompt
+    r0 = u.unlock("alice", scripted_frames([0] * 200), challenge=u.liveness.new_challenge(1))
+    assert not r0.granted
+    ch = Challenge([Prompt.TURN_LEFT], step_timeout_s=3.0, identity_threshold=u.liveness.identity_threshold)
+    r = u.unlock("alice", scripted_frames([0] * 10 + [1] * 5 + [0] * 20), challenge=ch)
+    assert not r.granted, "the prompt was answered by a face that does not match the user"
+
+
+# --------------------------------------------------------------------------- finding 7 (log forging)
+def test_pam_log_lines_cannot_be_forged_through_the_user_name(monkeypatch, capsys):
+    """pam-auth logs ``user={user}`` raw to syslog (authpriv) and stderr. PAM_USER comes from
+    whoever typed at the login prompt; a name with a newline writes a second, forged line
+    (here a "granted" decision for root) into the auth log that admins and tools trust."""
+    import argparse
+
+    from faceunlock import pam
+
+    logged: list[str] = []
+    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
+    forged = "nobody\nfaceunlock[1]: service=sudo user=root granted reason=granted"
+    monkeypatch.setenv("PAM_USER", forged)
+    monkeypatch.setenv("PAM_TYPE", "session")  # the path that logs before reading any file
+    assert pam.run(argparse.Namespace()) == pam.EXIT_DENIED
+    assert logged and all("\n" not in m and "\r" not in m for m in logged), logged
