@@ -311,10 +311,72 @@ def test_pam_log_lines_cannot_be_forged_through_the_user_name(monkeypatch, capsy
 
     from faceunlock import pam
 
+    import syslog
+
     logged: list[str] = []
-    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
+    monkeypatch.setattr(syslog, "openlog", lambda *a, **k: None)
+    monkeypatch.setattr(syslog, "syslog", lambda prio, msg: logged.append(msg))
     forged = "nobody\nfaceunlock[1]: service=sudo user=root granted reason=granted"
     monkeypatch.setenv("PAM_USER", forged)
     monkeypatch.setenv("PAM_TYPE", "session")  # the path that logs before reading any file
     assert pam.run(argparse.Namespace()) == pam.EXIT_DENIED
-    assert logged and all("\n" not in m and "\r" not in m for m in logged), logged
+    err = capsys.readouterr().err
+    assert logged and all("\n" not in m and "\r" not in m for m in logged), logged  # syslog
+    assert err.count("\n") == 1, err  # stderr: one line
+
+
+# --------------------------------------------------------------------------- finding 8
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
+                    reason="pam-auth's ownership checks apply as root only")
+def test_pam_checks_the_embedder_spec_it_actually_read(tmp_path, monkeypatch):
+    """pam-auth (root) reads the spec of a user's imported embedder from
+    ``user_model_dir()/NAME/spec.json`` — $FACEUNLOCK_MODEL_DIR or $XDG_DATA_HOME when set —
+    but the ownership check looks at ``spec.path`` and ``spec.path.parent/spec.json``: the
+    directory of the model FILE that spec names. A spec in a world-writable directory that
+    names a root-owned model (and so a root-owned spec.json beside it) passes, and its own
+    thresholds (0.01 here) decide the match."""
+    import argparse
+    import os
+
+    from faceunlock import pam
+
+    legit = tmp_path / "root-models" / "custom"
+    legit.mkdir(parents=True, mode=0o755)
+    os.chmod(tmp_path / "root-models", 0o755)
+    (legit / "model.tflite").write_bytes(b"\0" * 64)
+    good = SPEC.to_json() | {"name": "custom", "file": "model.tflite", "sha256": "", "source_sha256": ""}
+    (legit / embed.SPEC_FILE).write_text(__import__("json").dumps(good))
+    evil = tmp_path / "anyone" / "custom"
+    evil.mkdir(parents=True)
+    bad = good | {"file": str(legit / "model.tflite"), "threshold": 0.01, "convenience_threshold": 0.01}
+    (evil / embed.SPEC_FILE).write_text(__import__("json").dumps(bad))
+    for p in (tmp_path / "anyone", evil, evil / embed.SPEC_FILE):
+        os.chmod(p, 0o777 if p.is_dir() else 0o666)  # anyone may write what is read
+    assert embed.load_spec(evil).threshold == 0.01
+
+    sdir = tmp_path / "store"
+    sdir.mkdir(mode=0o700)
+    store = fu.TemplateStore(sdir / "s.fus", key_file=sdir / "s.key")
+    store.put("alice", UserRecord(templates=np.stack([unit(np.ones(DIM))] * 5), embedder="custom", created=1.0))
+    logged: list[str] = []
+    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
+    monkeypatch.setenv("FACEUNLOCK_MODEL_DIR", str(tmp_path / "anyone"))
+    monkeypatch.setenv("PAM_USER", "alice")
+    monkeypatch.setenv("PAM_TYPE", "auth")
+    monkeypatch.setenv(pam.TEST_SOURCES_ENV, "1")
+    args = argparse.Namespace(config=str(tmp_path / "none.conf"), source=str(tmp_path / "no-such-video.mp4"),
+                              seconds=None, level=None, no_liveness=None, allow_remote=True, challenge=False,
+                              skip=0.0, store=str(sdir / "s.fus"), key_file=str(sdir / "s.key"))
+    # control: a spec whose model file sits in the world-writable directory is refused
+    ctl = tmp_path / "anyone2" / "custom"
+    ctl.mkdir(parents=True)
+    (ctl / "model.tflite").write_bytes(b"\0" * 64)
+    (ctl / embed.SPEC_FILE).write_text(__import__("json").dumps(good))
+    for p in (tmp_path / "anyone2", ctl):
+        os.chmod(p, 0o777)
+    monkeypatch.setenv("FACEUNLOCK_MODEL_DIR", str(tmp_path / "anyone2"))
+    assert pam.run(args) == pam.EXIT_ERROR and "refusing" in logged[-1], logged
+    logged.clear()
+    monkeypatch.setenv("FACEUNLOCK_MODEL_DIR", str(tmp_path / "anyone"))
+    assert pam.run(args) == pam.EXIT_ERROR  # refused either way (no camera here); the question is why
+    assert any("refusing" in m and "spec" in m for m in logged), logged
