@@ -286,7 +286,9 @@ def report_text(clips: list[ClipEyes], res: dict, rules: list[str], notes: list[
     return "\n".join(out + notes)
 
 
-def run(dev_root, dev2_root, *, cache_dir=None, say=lambda s: None) -> tuple[str, dict]:
+def run(dev_root, dev2_root, *, orl_root=None, cache_dir=None, say=lambda s: None) -> tuple[str, dict]:
+    """The whole evaluation: (report text, data). ``orl_root``: the ORL / AT&T folder for the
+    sustained closed-eye stills (None = skip)."""
     t0 = time.perf_counter()
     clips, split = collect(dev_root, dev2_root, cache_dir=cache_dir, say=say)
     absolute = Rule(0.0)
@@ -307,9 +309,107 @@ def run(dev_root, dev2_root, *, cache_dir=None, say=lambda s: None) -> tuple[str
         f"all blink troughs incl. the enrolment windows, every clip: {len(all_tr)}, EAR "
         f"{min(all_tr):.3f}–{max(all_tr):.3f} (median {np.median(all_tr):.3f}), under {ATTENTION_MIN_EAR}: "
         f"{sum(e < ATTENTION_MIN_EAR for e in all_tr)}" if all_tr else "no blink troughs",
-        f"shipped ATTENTION_RATIO = {ATTENTION_RATIO} ({shipped}); {time.perf_counter() - t0:.0f} s"]
+        f"shipped ATTENTION_RATIO = {ATTENTION_RATIO} ({shipped})"]
+    orl = None
+    if orl_root is not None:
+        orl_rules = list(dict.fromkeys([Rule(0.0), chosen_rule, Rule(ATTENTION_RATIO)]
+                                       + [Rule(r) for r in (0.7, 0.75, 0.8)] + [edge]))
+        orl = orl_closed_eyes(orl_root, orl_rules, cache_dir=cache_dir)
+        notes += ["", f"ORL / AT&T stills (sustained closed eyes, {len(ORL_CLOSED)} images labelled shut by eye; "
+                  "level enrolled from each subject's other images; one frame each):", "",
+                  "| rule | half | subjects | shut eyes caught | other images rejected (one frame, stress) |",
+                  "|---|---|---|---|---|"]
+        for name, halves in orl.items():
+            for sp in SPLITS:
+                h = halves.get(sp)
+                if h:
+                    notes.append(f"| {name} | {sp} | {h['subjects']} | {_cell(*h['closed'])} | {_cell(*h['open'])} |")
+    notes.append(f"{time.perf_counter() - t0:.0f} s")
     return report_text(clips, res, show, notes), {"chosen": chosen, "edge": edge.name, "tune_q01": q01,
-                                                   "results": res}
+                                                   "results": res, "orl": orl}
+
+
+# ---------------------------------------------------------------------------- ORL stills
+#: ORL / AT&T images in which both eyes are shut, labelled by eye (a developer looking at
+#: every subject's 10 images, then at the doubtful ones enlarged 3×). Left out as doubtful:
+#: downward gaze (s3/4–6), squints and winks (s27/5, s33/4, s33/6). Not exhaustive: a shut
+#: pair of eyes that looked open at 92×112 may have been missed.
+ORL_CLOSED = ("s8/3", "s8/7", "s11/4", "s11/9", "s22/6", "s24/8", "s26/6", "s27/6", "s27/9", "s32/6", "s36/5")
+
+
+def _orl_frame(path: Path) -> np.ndarray:
+    """An ORL 92×112 grey image as the RGB frame the engine needs: 40-px replicated border
+    (the crops are tight), 3× bicubic."""
+    import cv2
+
+    g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    g = cv2.copyMakeBorder(g, 40, 40, 40, 40, cv2.BORDER_REPLICATE)
+    g = cv2.resize(g, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(np.stack([g] * 3, -1))
+
+
+def _orl_subject(engine, folder: Path, closed: set[str], tmp: Path) -> dict:
+    """One ORL subject: EAR of each image, and the open-eye level FaceUnlock.enroll stores
+    from the subject's images not labelled closed."""
+    from ..errors import FaceUnlockError
+    from ..store import TemplateStore
+    from ..unlock import FaceUnlock, eye_open_baseline
+
+    ears, open_frames = {}, []
+    for f in sorted(folder.glob("*.pgm"), key=lambda p: int(p.stem)):
+        key = f"{folder.name}/{f.stem}"
+        img = _orl_frame(f)
+        found = engine.detect(img)
+        ears[key] = eye_aspect_ratio(found[0].landmarks) if found else float("nan")
+        if key not in closed:
+            open_frames.append(img)
+    store = TemplateStore(tmp / f"orl-{folder.name}.fus", key=hashlib.sha256(folder.name.encode()).digest())
+    policy = None
+    try:
+        from ..policy import Policy
+
+        policy = Policy(min_face_px=60)  # 92×112 crops: the face is ~200 px after 3×, some are smaller
+        FaceUnlock(store, engine=engine, liveness=False, policy=policy).enroll("u", open_frames)
+        rec = store.get("u")
+        base = None if rec is None else eye_open_baseline(rec)
+    except FaceUnlockError:
+        base = None
+    return {"ears": ears, "baseline": base}
+
+
+def orl_closed_eyes(orl_root: Path, rules: list[Rule], *, engine=None, cache_dir: Path | None = None) -> dict:
+    """Sustained closed eyes (still photos): each :data:`ORL_CLOSED` image against its
+    subject's bar, the level enrolled from the subject's other images. Subjects split like
+    the clips (sorted names dealt alternately, tune first); nothing is tuned on ORL.
+    Returns {rule name: {half: {"closed": [caught, n], "open": [rejected, n]}}} — "open" is
+    every other image of an enrolled subject judged as a one-frame attempt (a stress
+    reading: one frame, not an attempt's median, and these are the enrolment images)."""
+    from ..engine import FaceEngine
+
+    engine = engine or FaceEngine(threads=1)
+    cache = _Cache(cache_dir, f"{CACHE_TAG}|orl")
+    closed = set(ORL_CLOSED)
+    subjects = sorted(p for p in Path(orl_root).iterdir() if p.is_dir())
+    split = split_people({"orl": [p.name for p in subjects]})
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {p.name: cache.get(p.name, lambda p=p: _orl_subject(engine, p, closed, Path(tmp))) for p in subjects}
+    for r in rules:
+        res = out.setdefault(r.name, {})
+        for name, d in data.items():
+            if d["baseline"] is None:
+                continue
+            h = res.setdefault(split[name], {"closed": [0, 0], "open": [0, 0], "subjects": 0})
+            h["subjects"] += 1
+            bar = r.bar(d["baseline"])
+            for key, e in d["ears"].items():
+                if not np.isfinite(e):
+                    continue
+                kind = "closed" if key in closed else "open"
+                hit = bool(e < bar)
+                h[kind][0] += int(hit)
+                h[kind][1] += 1
+    return out
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -324,8 +424,13 @@ def _cmd(args) -> int:
         raise FaceUnlockError(f"liveness data not found: {dev} has no liveportrait_driving/ folder")
     if dev2 is not None and not (dev2 / "videos" / "videos.csv").is_file():
         raise FaceUnlockError(f"faces-dev2 not found: {dev2} has no videos/videos.csv")
+    orl = Path(args.orl) if args.orl else None
+    if orl is None and dev is not None and (dev.parent / "orl_att_faces").is_dir():
+        orl = dev.parent / "orl_att_faces"
+    if orl is not None and not (orl / "s1").is_dir():
+        raise FaceUnlockError(f"ORL faces not found: {orl} has no s1/ folder")
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else (lambda s: None)
-    text, data = run(dev, dev2, cache_dir=args.cache, say=say)
+    text, data = run(dev, dev2, orl_root=orl, cache_dir=args.cache, say=say)
     print(json.dumps(data, indent=1, default=float) if args.json else text)
     return 0
 
@@ -339,6 +444,8 @@ def register(sub) -> None:
     p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
                    help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
     p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2})")
+    p.add_argument("--orl", default=None, help="the ORL / AT&T faces folder (default: orl_att_faces beside the "
+                   "video_liveness folder, when there) for the closed-eye stills")
     p.add_argument("--cache", type=Path, default=None, help="cache per-frame eye records here")
     p.add_argument("--json", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
