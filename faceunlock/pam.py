@@ -91,7 +91,10 @@ def register(sub, common) -> None:
 
 
 def _log(priority: int, message: str) -> None:
-    """Syslog (authpriv) and stderr. Never raises: a PAM helper must still answer."""
+    """Syslog (authpriv) and stderr. Never raises: a PAM helper must still answer.
+    Non-printable characters (a newline in a PAM_USER typed at a login prompt) are escaped:
+    one decision is one log line, never a forged second one."""
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
     try:
         import syslog
 
@@ -436,10 +439,13 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     rec = store.get(user)
     spec = None
     if rec is not None:
+        if rec.embedder not in SHIPPED_EMBEDDERS:  # an imported model: root's own files only,
+            from .embed import user_model_dir  # the spec that is READ checked before it is read
+
+            _check_owner(user_model_dir() / rec.embedder / SPEC_FILE, "embedder spec", secret=False)
         spec = embedder_for_record(rec.embedder)  # a name, never a path
-        if rec.embedder not in SHIPPED_EMBEDDERS:  # an imported model: root's own files only
+        if rec.embedder not in SHIPPED_EMBEDDERS:
             _check_owner(spec.path, "embedder model", secret=False)
-            _check_owner(spec.path.parent / SPEC_FILE, "embedder spec", secret=False)
     engine = FaceEngine(threads=1, **({"embedder": spec} if spec is not None else {}))
     fu = FaceUnlock(store, engine=engine, policy=policy, **kw)
     challenge = None

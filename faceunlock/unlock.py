@@ -345,6 +345,8 @@ class FaceUnlock:
         rule = self.frame_rule or (DEFAULT_RULE if live is not None else SINGLE_FRAME)
         decision = self._decision = FrameDecision(threshold, rule)
         step_s = 1.0 / float(fps or 30.0)
+        if not (math.isfinite(step_s) and step_s > 0):  # fps < 0, inf or NaN: the deadline would never come
+            raise FaceUnlockError(f"fps must be a finite number > 0 (or None for 30), got {fps!r}")
         t_prev = None
         owner_of_evidence: set[int] = set()  # users whose matching frames fed the liveness verdict
         for item in frames:
@@ -390,8 +392,11 @@ class FaceUnlock:
                 elif live is None:
                     break  # no liveness: the match decides
             if challenge is not None and not challenge.state.done:
+                # only a face that matches the user may answer a prompt: any other face is seen
+                # as no usable face (a second face still fails the challenge)
                 cstate = challenge.feed_observation(
-                    Observation(t_frame, faces[0].landmarks if faces else None, tpl, len(faces)))
+                    Observation(t_frame, faces[0].landmarks if faces and evidence else None,
+                                tpl if evidence else None, len(faces)))
             if session is not None:
                 # the same frame, landmarks and template feed the passive check (texture on
                 # the challenge frames too); it is judged once per frame, never again after
