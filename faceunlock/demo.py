@@ -121,53 +121,32 @@ class SimulatedCamera:
         return attacks.print_attack(still, np.random.default_rng(1), self.n)
 
 
-def _liveness_in_unlock(store) -> bool:
-    """Does this FaceUnlock run the liveness check itself?"""
-    from .errors import FaceUnlockError
-    from .unlock import FaceUnlock
-
-    try:
-        return bool(FaceUnlock(store, liveness=True).liveness)
-    except (FaceUnlockError, TypeError):
-        return False
-
-
 class Demo:
     def __init__(self, engine: FaceEngine, store, say: Callable[[str], None], window: str | None) -> None:
-        from .liveness import Liveness
         from .policy import Policy
         from .unlock import FaceUnlock
 
         self.say, self.window = say, window
         self.engine = engine
-        builtin = _liveness_in_unlock(store)
         # The passive check needs the whole clip: let an attempt read all of it.
         policy = Policy(max_frames=CLIP_FRAMES, timeout_s=30.0)
-        self.fu = FaceUnlock(store, engine=engine, policy=policy, **({"liveness": True} if builtin else {"liveness": False}))
-        self.live = None if builtin else Liveness(engine)
+        self.fu = FaceUnlock(store, engine=engine, policy=policy, liveness=True)
 
     def attempt(self, user: str, frames: list[np.ndarray], challenge=None) -> Outcome:
+        """One unlock attempt on ``frames`` (RGB, timed at :data:`FPS`), liveness on."""
         t0 = time.perf_counter()
         live_score = None
-        if challenge is not None and self.live is None:
-            r = self.fu.unlock(user, [(i / FPS, f) for i, f in enumerate(frames)], challenge=challenge)
-            verdict = getattr(r, "liveness", None)
+        r = self.fu.unlock(user, [(i / FPS, f) for i, f in enumerate(frames)], challenge=challenge)
+        reason = r.reason.value
+        verdict = getattr(r, "liveness", None)
+        detail = reason.replace("_", " ")
+        if challenge is not None:
             st = challenge.state
-            detail = r.reason.value.replace("_", " ")
             detail += f"; challenge {'passed' if st.passed else 'failed: ' + str(st.reason or 'not answered')}"
             if verdict is not None:
                 live_score = float(verdict.score)
                 detail += f"; liveness: {verdict.reason}"
-            return Outcome(r.granted, r.reason.value, detail, r.score, live_score, _ms(t0))
-        if self.live is not None:  # this FaceUnlock has no liveness step: check first, then match
-            lr = self.live.check(frames, fps=FPS)
-            live_score = float(lr.score)
-            if not lr.live:
-                return Outcome(False, "liveness_failed", lr.reason, None, live_score, _ms(t0))
-        r = self.fu.unlock(user, [(i / FPS, f) for i, f in enumerate(frames)] if self.live is None else frames)
-        reason = r.reason.value
-        verdict = getattr(r, "liveness", None)
-        detail = reason.replace("_", " ")
+            return Outcome(r.granted, reason, detail, r.score, live_score, _ms(t0))
         if verdict is not None:
             live_score = float(verdict.score)
             detail = verdict.reason if not verdict.live else f"{detail}; liveness: {verdict.reason}"
