@@ -81,3 +81,32 @@ def test_flat_sheet_render_matches_triangle_render(pose):
     assert d.mean() < 1.0 and np.quantile(d, 0.99) <= 6  # interpolation only; edges anti-aliased differently
     moved = A.render_flat_sheet(sheet, bg, **{**pose, "yaw_deg": pose["yaw_deg"] + 3})
     assert np.abs(moved.astype(int) - got).mean() > 3.0  # the test can see a wrong pose
+
+
+def test_borderline_hold_only_in_band_and_never_for_still_faces():
+    from faceunlock.liveness import tracks as T
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(100, 300, (468, 3))
+    still = np.stack([base + rng.normal(0, 0.05, base.shape) for _ in range(40)])
+    assert T.borderline_hold(still, 15.0, 0.9, 0.46) is None  # above the band: never held
+    assert T.borderline_hold(still, 15.0, 0.40, 0.46) is None  # below the threshold: not this cue's business
+    assert T.borderline_hold(still[:10], 15.0, 0.5, 0.46) == "wait"  # < 2 s of face frames
+    assert T.borderline_hold(still, 15.0, 0.5, 0.46) is None  # still: too little motion, never held
+
+
+def test_borderline_hold_holds_a_moved_sheet_not_a_turning_head():
+    import faceunlock as fu
+    from faceunlock import synth
+    from faceunlock.liveness import tracks as T
+
+    engine = fu.FaceEngine(threads=1)
+    img = data_image("astronaut")
+    lm = engine.detect(img)[0].landmarks
+    head = [f[0].landmarks for f in map(engine.detect, synth.render_head_motion(img, lm, 30)) if f]
+    # a generated print moved by hand (seed 0: the judge sees motion but no parallax)
+    flat = [f[0].landmarks for f in map(engine.detect, A.print_attack(img, np.random.default_rng(0), 30)) if f]
+    assert len(head) == len(flat) == 30
+    assert T.borderline_hold(flat, 15.0, 0.5, 0.46) == "flat"
+    assert T.borderline_hold(head, 15.0, 0.5, 0.46) is None
+    assert T.borderline_hold(flat, 15.0, 0.7, 0.46) is None  # outside the band: the cue is silent

@@ -58,6 +58,9 @@ __all__ = [
     "nose_parallax_pairs",
     "parallax_ratio_pairs",
     "MIN_NOSE_SHIFT",
+    "HOLD_BAND_HIGH",
+    "HOLD_MIN_S",
+    "borderline_hold",
     "fit_homographies",
     "score_tracks",
     "LivenessResult",
@@ -94,6 +97,8 @@ PARALLAX_THRESHOLD = 0.46  # parallax per foreshortening; chosen on the tuning s
 MIN_NOSE_SHIFT = 0.0075  # IOD: median 2-D nose parallax below this = "too little motion"
 MIN_MOTION_DEG = 0.0  # optional extra gate on the mesh's 3-D rotation range (off by default)
 SCORE_QUANTILE = 0.9
+HOLD_BAND_HIGH = 0.6  # texture real score below which a live texture verdict also needs "not flat" (tuning half)
+HOLD_MIN_S = 2.0  # seconds of face frames before the parallax cue may clear a borderline texture score
 SMOOTH_S = 0.17
 MAX_SCORED_FRAMES = 24
 
@@ -348,3 +353,23 @@ def judge(tracks: np.ndarray, fps: float = 30.0, *, threshold: float = PARALLAX_
     # a real head that turned too little also lands here: the hint helps it, and tells an
     # attacker nothing new
     return LivenessResult(False, sc.parallax, "flat: no parallax", HINT_TURN_HEAD, threshold, cues, len(tr))
+
+
+def borderline_hold(tracks: np.ndarray, fps: float, texture_score: float, texture_threshold: float, *,
+                    band_high: float = HOLD_BAND_HIGH, min_s: float = HOLD_MIN_S,
+                    threshold: float = PARALLAX_THRESHOLD) -> str | None:
+    """The parallax cue as a *hold* on borderline texture verdicts (evaluated in
+    ``faceunlock eval-liveness``; not in the shipped verdict).
+
+    For a texture real score (0..1) in ``[texture_threshold, band_high)`` that would make an
+    attempt live, returns ``"wait"`` while fewer than ``min_s`` × ``fps`` face frames
+    (``tracks``: (T, 468, 3) landmarks, pixels) have been seen, ``"flat"`` when the 0.1.0
+    judge then finds enough motion but no parallax (a sheet moved in 3D), else None. None
+    also for scores outside the band. "Too little motion" never holds: a still live user is
+    at most delayed to ``min_s``, never rejected by this cue."""
+    if not texture_threshold <= texture_score < band_high:
+        return None
+    tr = np.asarray(tracks, np.float64)
+    if len(tr) < math.ceil(min_s * fps):
+        return "wait"
+    return "flat" if judge(tr, fps, threshold=threshold).reason.startswith("flat") else None
