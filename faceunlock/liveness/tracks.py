@@ -97,7 +97,7 @@ PARALLAX_THRESHOLD = 0.46  # parallax per foreshortening; chosen on the tuning s
 MIN_NOSE_SHIFT = 0.0075  # IOD: median 2-D nose parallax below this = "too little motion"
 MIN_MOTION_DEG = 0.0  # optional extra gate on the mesh's 3-D rotation range (off by default)
 SCORE_QUANTILE = 0.9
-HOLD_BAND_HIGH = 0.6  # texture real score below which a live texture verdict also needs "not flat" (tuning half)
+HOLD_BAND_HIGH = 0.55  # texture real score below which a live texture verdict also needs "not flat" (tuning half)
 HOLD_MIN_S = 2.0  # seconds of face frames before the parallax cue may clear a borderline texture score
 SMOOTH_S = 0.17
 MAX_SCORED_FRAMES = 24
