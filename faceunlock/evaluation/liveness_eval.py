@@ -6,12 +6,14 @@ Silent-Face samples) and ``faces-dev2`` (``videos/``: 31 real-person clips with 
 class; ``attacks/``: real replay recordings with their live counterparts, tight face-crop
 stills of replays and live faces, NUAA print stills); attacks made by our generator
 (:mod:`faceunlock.evaluation.attacks`: flat prints, bent prints, screens, prints held still)
-from the bundled portraits, the Silent-Face live still and LFW dev portraits; frozen feeds
+from the bundled portraits, the Silent-Face live still, LFW dev identities and faces-dev2's
+CASIA-FaceV5 subjects (one image per person; :func:`_sources`); frozen feeds
 (one real frame repeated exactly, and re-encoded with noise each repeat).
 
 **Split by person** (fixed rule, so tuning never sees the reporting half): in each group — the
 faces-dev clips, each motion class of faces-dev2's videos, the attack recordings' pair ids,
-the face-crop pair ids, the NUAA subjects, the generator's source portraits — the person keys
+the face-crop pair ids, the NUAA subjects, the generator's source portraits of each
+collection (bundled + Silent-Face, LFW, CASIA) — the person keys
 are sorted by name and dealt alternately to ``tune`` and ``report``, starting with
 ``tune``. A person's clips share one key (faces-dev2's two clips of MEAD M030 are one person),
 so a person's material is on one side. Frozen feeds and generator attacks follow the
