@@ -70,6 +70,9 @@ _CHILD = textwrap.dedent(
     from faceunlock.demo import data_image, new_view
 
     path, key, barrier, mode = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+    # Ctrl-C as in a terminal, even when the test runner was started in the background (a
+    # non-interactive shell's background job inherits SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     engine = fu.FaceEngine(threads=1)
     img = data_image("grace_hopper" if mode == "race" else "astronaut")
     faces = engine.detect(img)
