@@ -164,3 +164,37 @@ def test_bench_time_to_grant_reads_few_frames():
     r = bench.time_to_grant(runs=2)
     assert r["granted"] == 2 and r["median_frames"] <= 12, r
     assert r["median_ms"] > 0
+
+
+def test_borderline_texture_hold_in_the_session(engine):
+    """A texture median just over the threshold is not trusted alone: a sheet moved by hand
+    (landmarks of a generated print) is refused after the 2-s wait, a turning head passes;
+    a clear texture score passes at frame 8 as before, and parallax_hold=False is 0.2.0."""
+    from faceunlock import synth
+    from faceunlock.demo import data_image
+    from faceunlock.evaluation import attacks as A
+
+    img = data_image("astronaut")
+    lm = engine.detect(img)[0].landmarks
+    head = [f[0].landmarks for f in map(engine.detect, synth.render_head_motion(img, lm, 30)) if f]
+    flat = [f[0].landmarks for f in map(engine.detect, A.print_attack(img, np.random.default_rng(0), 30)) if f]
+    assert len(head) == len(flat) == 30
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 255, (32, 32)).astype(np.float32)
+
+    def run(tracks, texture, **kw):
+        s, first = PassiveSession(texture_threshold=0.46, **kw), None
+        for k, lms in enumerate(tracks):  # 15 fps, a drifting picture (not a frozen feed)
+            v = s.add(k / 15, 1, lms, None, texture, base + k * np.linspace(0, 2, 32)[None, :].astype(np.float32))
+            if v.live and first is None:
+                first = k + 1
+        return first, v
+
+    assert run(flat, 0.9)[0] == 8  # clear texture: live at the 8th face frame, no hold
+    first, v = run(flat, 0.5)
+    assert first is None and v.reason.startswith("texture borderline and flat"), v
+    assert run(flat, 0.5, parallax_hold=False)[0] == 8  # 0.2.0's verdict: the sheet passes
+    first, _ = run(head, 0.5)
+    assert first is not None and first >= 30  # a real head: held for 2 s of face frames, then live
+    first, v = run(flat[:20], 0.5)
+    assert first is None and v.reason == "texture borderline: checking motion"

@@ -50,7 +50,7 @@ from ..image import load_image
 from ..liveness import Liveness
 from ..liveness.challenge import Challenge, Observation, Prompt
 from ..liveness.passive import PassiveSession, face_patch
-from ..liveness.tracks import HOLD_BAND_HIGH, HOLD_MIN_S, borderline_hold
+from ..liveness.tracks import HOLD_BAND_HIGH, HOLD_MIN_S
 from . import attacks as A
 from .metrics import clopper_pearson_upper
 
@@ -64,8 +64,8 @@ MAX_CLIP_S = 30.0
 ATTACK_FPS = 15.0
 FROZEN_FRAMES = 30  # 3 s at 10 fps per frozen feed
 SPLITS = ("tune", "report")
-HOLD = (HOLD_BAND_HIGH, HOLD_MIN_S)  # the proposed borderline parallax hold (reported beside, not shipped)
-HOLD_NAME = "{}, + borderline parallax hold (proposed)"
+HOLD = (HOLD_BAND_HIGH, HOLD_MIN_S)  # the borderline parallax hold (shipped in 0.2.1; reported without it beside)
+HOLD_NAME = "{}, without the borderline parallax hold (0.2.0)"
 
 
 def upper95(errors: int, total: int) -> float:
@@ -360,26 +360,18 @@ def passive_session(live: Liveness, **kw) -> PassiveSession:
                           min_change=kw.get("min_change", live.min_change),
                           require_attention=kw.get("require_attention", False), min_frames=live.min_frames,
                           attention_min_ear=kw.get("attention_min_ear", live.attention_min_ear),
-                          texture=kw.get("texture", True))
+                          texture=kw.get("texture", True), parallax_hold=kw.get("parallax_hold", True))
 
 
-def sequential(live: Liveness, recs: list[dict], *, hold: tuple[float, float] | None = None, fps: float = 15.0,
-               **kw):
-    """FaceUnlock's rule on a window: feed frame by frame, accepted at the first live verdict.
-    ``hold`` = (band_high, min_s): the proposed borderline parallax hold
-    (:func:`faceunlock.liveness.tracks.borderline_hold`, landmarks at ``fps``) may hold a live
-    verdict back. Returns (accepted, the last verdict)."""
+def sequential(live: Liveness, recs: list[dict], **kw):
+    """FaceUnlock's rule on a window: feed frame by frame, accepted at the first live verdict
+    (``kw``: :func:`passive_session` options, e.g. ``parallax_hold=False`` for 0.2.0's
+    verdict without the borderline hold). Returns (accepted, the last verdict)."""
     s = passive_session(live, **kw)
     v = s.verdict()
-    lms = []
     for r in recs:
         v = s.add(r["t"], r["faces"], r.get("lm"), r.get("tpl"), r.get("tex"), r.get("patch"))
-        if "lm" in r:
-            lms.append(r["lm"])
         if v.live:
-            if hold is not None and borderline_hold(lms, fps, v.score, kw.get("threshold", live.threshold),
-                                                    band_high=hold[0], min_s=hold[1]) is not None:
-                continue
             return True, v
         if v.final:
             break
@@ -478,13 +470,13 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
                          }.get(c.motion, f"faces-dev2 clips, motion class {c.motion}")
                 row("BPCER", label).add(sp, not acc, not old.live, v.score, acc)
                 row("BPCER", "all real-person clips").add(sp, not acc, not old.live, v.score, acc)
-                hacc, hv = sequential(live, w, hold=HOLD, fps=fps)
+                hacc, hv = sequential(live, w, parallax_hold=False)
                 row("BPCER", HOLD_NAME.format("all real-person clips")).add(sp, not hacc, None, hv.score, hacc)
                 att, va = sequential(live, w, require_attention=True)
                 row("BPCER", "all real-person clips, open eyes required (Policy default)").add(sp, not att, None, va.score, att)
             else:
                 row("APCER", "recorded replays (real phones/screens)").add(sp, acc, old.live, v.score, acc)
-                hacc, hv = sequential(live, w, hold=HOLD, fps=fps)
+                hacc, hv = sequential(live, w, parallax_hold=False)
                 row("APCER", HOLD_NAME.format("recorded replays")).add(sp, hacc, None, hv.score, hacc)
         for mode, fr in frozen.items():
             acc, v = sequential(live, fr)
@@ -501,7 +493,7 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
             acc, v = sequential(live, recs)
             old = old_check(live, recs, ATTACK_FPS)
             row("APCER", f"generator: {kind}").add(sp, acc, old.live, v.score, acc)
-            hacc, hv = sequential(live, recs, hold=HOLD, fps=ATTACK_FPS)
+            hacc, hv = sequential(live, recs, parallax_hold=False)
             row("APCER", HOLD_NAME.format(f"generator: {kind}")).add(sp, hacc, None, hv.score, hacc)
             c = per_source.setdefault((kind, src.group, sp), [0, 0])
             c[0] += int(acc)
@@ -534,9 +526,9 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
              f"{FROZEN_FRAMES} frames at 10 fps (exact repeat; Gaussian noise σ 2 + JPEG q90 per repeat); seed {seed}",
              "stills: texture score of the one frame (no motion test); tight crops are outside MiniFASNet's training "
              "(it needs context around the face)" + (f"; unreadable, skipped: {', '.join(unreadable)}" if unreadable else "")]
-    notes.append(f"'+ borderline parallax hold (proposed)': a live verdict whose texture score is in "
-                 f"[{live.threshold:.2f}, {HOLD[0]:.2f}) waits for {HOLD[1]:g} s of face frames and is then refused while the "
-                 "0.1.0 parallax judge of the frames so far says 'flat' (enough motion, no parallax); not in the shipped verdict")
+    notes.append(f"borderline parallax hold (shipped, 0.2.1): a texture score in [{live.threshold:.2f}, {HOLD[0]:.2f}) waits "
+                 f"for {HOLD[1]:g} s of face frames and is then refused while the 0.1.0 parallax judge of the frames so far "
+                 "says 'flat' (enough motion, no parallax); rows 'without the borderline parallax hold' show 0.2.0's verdict")
     for (kind, group, sp), (e, t) in sorted(per_source.items()):
         notes.append(f"generator {kind}, {group}, {sp} half: {e}/{t} accepted (≤ {100 * upper95(e, t):.1f} %)")
     for title, label in (("recorded replays, challenge + texture", "replay"),

@@ -17,6 +17,12 @@ each frame it gives the verdict over the frames so far (:meth:`PassiveSession.ve
   re-encoded with noise each time, its change does not grow with time;
 * **texture** — the median real score of the face frames under ``texture_threshold``
   (:data:`TEXTURE_THRESHOLD`): a print or a screen;
+* **borderline texture hold** (``parallax_hold``) — a median just over the threshold (below
+  :data:`~faceunlock.liveness.tracks.HOLD_BAND_HIGH`) is not trusted alone: the verdict waits
+  for :data:`~faceunlock.liveness.tracks.HOLD_MIN_S` of face frames, then refuses while the
+  0.1.0 parallax judge says the face moved like a flat sheet
+  (:func:`~faceunlock.liveness.tracks.borderline_hold`). "Too little motion" never holds, so
+  a still live user is at most delayed;
 * **attention** (when asked) — the median eye aspect ratio of the face frames under
   :func:`attention_bar`: :data:`ATTENTION_MIN_EAR`, or, when the user's open-eye level from
   enrolment is known (``attention_baseline``), ``max(ATTENTION_MIN_EAR, ATTENTION_RATIO ×
@@ -34,7 +40,7 @@ import cv2
 import numpy as np
 
 from .blink import eye_aspect_ratio
-from .tracks import LivenessResult
+from .tracks import LivenessResult, borderline_hold
 
 __all__ = ["PATCH_SIZE", "MIN_CHANGE", "TEXTURE_THRESHOLD", "ATTENTION_MIN_EAR", "ATTENTION_RATIO", "MIN_FRAMES",
            "attention_bar", "face_patch",
@@ -61,6 +67,7 @@ MIN_FRAMES = 8
 HINT_FACE_CAMERA = "face the camera in even light"
 HINT_OPEN_EYES = "open your eyes and look at the camera"
 HINT_MOVE = "blink or move slightly"
+HINT_HOLD = "look at the camera a moment longer"
 
 
 def attention_bar(baseline: float | None = None, floor: float = ATTENTION_MIN_EAR,
@@ -141,12 +148,14 @@ class PassiveSession:
         min_frames: face frames before any live verdict (:data:`MIN_FRAMES`).
         texture: False = no texture scores are fed (the verdict then rests on change and
             identity only; for tests and for measuring the texture cue's share).
+        parallax_hold: the borderline texture hold (module docstring); False turns it off.
     """
 
     def __init__(self, *, identity_threshold: float = 0.0, texture_threshold: float = TEXTURE_THRESHOLD,
                  min_change: float = MIN_CHANGE, require_attention: bool = False, min_frames: int = MIN_FRAMES,
                  attention_min_ear: float = ATTENTION_MIN_EAR, texture: bool = True,
-                 attention_baseline: float | None = None, attention_ratio: float = ATTENTION_RATIO) -> None:
+                 attention_baseline: float | None = None, attention_ratio: float = ATTENTION_RATIO,
+                 parallax_hold: bool = True) -> None:
         self.identity_threshold = float(identity_threshold)
         self.texture_threshold = float(texture_threshold)
         self.min_change = float(min_change)
@@ -156,6 +165,9 @@ class PassiveSession:
         self.attention_ratio = float(attention_ratio)
         self.min_frames = int(min_frames)
         self.texture = texture
+        self.parallax_hold = bool(parallax_hold)
+        self.landmarks: list[np.ndarray] = []  # (468, 3) pixels per face frame, for the hold
+        self._hold: tuple[int, float, str | None] | None = None  # (face frames, score, verdict) last judged
         self.meter = ChangeMeter()
         self.ref_box: tuple[float, float, float, float] | None = None
         self.textures: list[float] = []
@@ -176,6 +188,8 @@ class PassiveSession:
         if faces and landmarks is not None:
             self.times.append(float(t))
             self.ears.append(eye_aspect_ratio(landmarks))
+            if self.parallax_hold:
+                self.landmarks.append(np.asarray(landmarks, np.float32)[:, :3])
             if texture is not None:
                 self.textures.append(float(texture))
             if patch is not None:
@@ -186,6 +200,18 @@ class PassiveSession:
                     self.min_identity = min(self.min_identity, float(np.dot(tpl, self._ref_template)))
                 self._ref_template = tpl
         return self.verdict()
+
+    def _borderline_hold(self, score: float) -> str | None:
+        """:func:`~faceunlock.liveness.tracks.borderline_hold` on the face frames so far, at
+        their own frame rate; judged once per (frames, score)."""
+        key = (len(self.landmarks), score)
+        if self._hold is None or self._hold[:2] != key:
+            n = len(self.times)
+            span = self.times[-1] - self.times[0] if n > 1 else 0.0
+            fps = (n - 1) / span if span > 0 else 30.0
+            tracks = np.stack(self.landmarks) if self.landmarks else np.zeros((0, 468, 3), np.float32)
+            self._hold = (*key, borderline_hold(tracks, fps, score, self.texture_threshold))
+        return self._hold[2]
 
     @property
     def attention_required(self) -> float:
@@ -222,6 +248,12 @@ class PassiveSession:
                                   self.cues(), n)
         if self.texture and not score >= thr:  # NaN fails closed
             return LivenessResult(False, score, "texture: print or screen", HINT_FACE_CAMERA, thr, self.cues(), n)
+        hold = self._borderline_hold(score) if self.texture and self.parallax_hold else None
+        if hold == "wait":
+            return LivenessResult(False, score, "texture borderline: checking motion", HINT_HOLD, thr, self.cues(), n)
+        if hold == "flat":
+            return LivenessResult(False, score, "texture borderline and flat: moved like a sheet", HINT_FACE_CAMERA,
+                                  thr, self.cues(), n)
         if self.require_attention and not float(np.median(self.ears)) >= self.attention_required:
             return LivenessResult(False, score, "eyes closed", HINT_OPEN_EYES, thr, self.cues(), n)
         return LivenessResult(True, score, "live", None, thr, self.cues(), n)

@@ -359,7 +359,7 @@ def borderline_hold(tracks: np.ndarray, fps: float, texture_score: float, textur
                     band_high: float = HOLD_BAND_HIGH, min_s: float = HOLD_MIN_S,
                     threshold: float = PARALLAX_THRESHOLD) -> str | None:
     """The parallax cue as a *hold* on borderline texture verdicts (evaluated in
-    ``faceunlock eval-liveness``; not in the shipped verdict).
+    ``faceunlock eval-liveness``; shipped in :class:`~faceunlock.liveness.passive.PassiveSession`).
 
     For a texture real score (0..1) in ``[texture_threshold, band_high)`` that would make an
     attempt live, returns ``"wait"`` while fewer than ``min_s`` × ``fps`` face frames
