@@ -198,3 +198,25 @@ def test_borderline_texture_hold_in_the_session(engine):
     assert first is not None and first >= 30  # a real head: held for 2 s of face frames, then live
     first, v = run(flat[:20], 0.5)
     assert first is None and v.reason == "texture borderline: checking motion"
+
+
+def test_colourless_face_gets_the_colour_camera_hint(engine):
+    """A monochrome/IR picture scores as a print (measured: docs/LIVENESS.md): it is still
+    refused, but the hint says why instead of "face the camera in even light"."""
+    from faceunlock.demo import data_image
+    from faceunlock.liveness import passive as P
+
+    img = data_image("astronaut")
+    grey = np.repeat(img.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    live = fu.Liveness(engine)
+    for frames, hint in (([grey] * 3, P.HINT_COLOUR), ([img] * 3, None)):
+        s = live.session()
+        for k, f in enumerate(frames):
+            s.add(f, engine.detect(f), k / 30)
+        assert s.passive.mono_frames == (3 if hint else 0)
+    v = _feed(PassiveSession(), 10, texture=0.1)
+    assert not v.live and v.hint == P.HINT_FACE_CAMERA
+    s = PassiveSession()
+    for k in range(10):
+        v = s.add(k / 30, 1, _eye_landmarks(0.3), None, 0.1, np.full((32, 32), k, np.float32), mono=True)
+    assert not v.live and v.reason == "texture: print or screen" and v.hint == P.HINT_COLOUR

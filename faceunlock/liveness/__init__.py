@@ -72,6 +72,15 @@ def fps_of(timestamps: list[float], default: float = 30.0) -> float:
     return 1.0 / d if d > 0 else default
 
 
+def _colourless(frame: np.ndarray, box) -> bool:
+    """True when the face box of an RGB frame has R = G = B at every sampled pixel (a
+    monochrome or IR camera: the texture models score such faces as prints)."""
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    c = frame[max(0, y0):min(h, y1):4, max(0, x0):min(w, x1):4]
+    return c.size > 0 and bool((c[..., 0] == c[..., 1]).all() and (c[..., 1] == c[..., 2]).all())
+
+
 class LivenessSession:
     """The passive check of one attempt, frame by frame (made by :meth:`Liveness.session`).
 
@@ -114,7 +123,8 @@ class LivenessSession:
         if template is None and p.identity_threshold > 0 and self.live.check_identity:
             template = self.live.engine.face_template(frame, f)
         tex = self.live.texture_check.score(frame, f.box) if self.live.use_texture else None
-        self.result = p.add(t, len(faces), f.landmarks, template, tex, face_patch(frame, p.ref_box))
+        self.result = p.add(t, len(faces), f.landmarks, template, tex, face_patch(frame, p.ref_box),
+                            mono=_colourless(frame, f.box))
         return self.result
 
 

@@ -68,6 +68,7 @@ HINT_FACE_CAMERA = "face the camera in even light"
 HINT_OPEN_EYES = "open your eyes and look at the camera"
 HINT_MOVE = "blink or move slightly"
 HINT_HOLD = "look at the camera a moment longer"
+HINT_COLOUR = "this check needs a colour camera: a monochrome or infrared picture scores as a print"
 
 
 def attention_bar(baseline: float | None = None, floor: float = ATTENTION_MIN_EAR,
@@ -167,6 +168,7 @@ class PassiveSession:
         self.texture = texture
         self.parallax_hold = bool(parallax_hold)
         self.landmarks: list[np.ndarray] = []  # (468, 3) pixels per face frame, for the hold
+        self.mono_frames = 0  # face frames without colour (a monochrome / IR camera)
         self._hold: tuple[int, float, str | None] | None = None  # (face frames, score, verdict) last judged
         self.meter = ChangeMeter()
         self.ref_box: tuple[float, float, float, float] | None = None
@@ -179,14 +181,17 @@ class PassiveSession:
         self.frames_read = 0
 
     def add(self, t: float, faces: int, landmarks: np.ndarray | None = None, template: np.ndarray | None = None,
-            texture: float | None = None, patch: np.ndarray | None = None) -> LivenessResult:
+            texture: float | None = None, patch: np.ndarray | None = None, mono: bool = False) -> LivenessResult:
         """One frame: ``faces`` found; for the kept face its (468, ≥2) ``landmarks``,
         unit ``template``, ``texture`` real score and ``patch`` (cut at :attr:`ref_box`,
-        which the caller sets from the first face frame). Returns :meth:`verdict`."""
+        which the caller sets from the first face frame); ``mono``: the face region has no
+        colour (R = G = B), which only changes the hint of a texture failure. Returns
+        :meth:`verdict`."""
         self.frames_read += 1
         self.max_faces = max(self.max_faces, int(faces))
         if faces and landmarks is not None:
             self.times.append(float(t))
+            self.mono_frames += bool(mono)
             self.ears.append(eye_aspect_ratio(landmarks))
             if self.parallax_hold:
                 self.landmarks.append(np.asarray(landmarks, np.float32)[:, :3])
@@ -247,7 +252,8 @@ class PassiveSession:
             return LivenessResult(False, score, "frozen feed: the picture does not change", HINT_MOVE, thr,
                                   self.cues(), n)
         if self.texture and not score >= thr:  # NaN fails closed
-            return LivenessResult(False, score, "texture: print or screen", HINT_FACE_CAMERA, thr, self.cues(), n)
+            hint = HINT_COLOUR if 2 * self.mono_frames > n else HINT_FACE_CAMERA
+            return LivenessResult(False, score, "texture: print or screen", hint, thr, self.cues(), n)
         hold = self._borderline_hold(score) if self.texture and self.parallax_hold else None
         if hold == "wait":
             return LivenessResult(False, score, "texture borderline: checking motion", HINT_HOLD, thr, self.cues(), n)
