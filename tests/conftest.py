@@ -69,3 +69,16 @@ def write_views(src: Path, out: Path, n: int = 6) -> Path:
         m = cv2.getRotationMatrix2D((w / 2, h / 2), -10 + 4 * i, 0.92 + 0.03 * (i % 3))
         cv2.imwrite(str(out / f"{i:03d}.png"), cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)[:, :, ::-1])
     return out
+
+
+def eye_landmarks(ear: float) -> np.ndarray:
+    """(468, 3) landmarks (pixels) whose both eyes have eye aspect ratio ``ear``."""
+    from faceunlock.liveness import blink as B
+
+    lm = np.zeros((468, 3))
+    for eye, x0 in ((B.RIGHT_EYE, 100.0), (B.LEFT_EYE, 200.0)):
+        p1, p2, p3, p4, p5, p6 = eye
+        lm[p1, :2], lm[p4, :2] = (x0, 100), (x0 + 40, 100)
+        for up, down, x in ((p2, p6, x0 + 13), (p3, p5, x0 + 27)):
+            lm[up, :2], lm[down, :2] = (x, 100 - 20 * ear), (x, 100 + 20 * ear)
+    return lm

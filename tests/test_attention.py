@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import faceunlock as fu
+from conftest import eye_landmarks
 from faceunlock.demo import data_image, new_view
 from faceunlock.liveness import blink as B
 from faceunlock.liveness.passive import ATTENTION_MIN_EAR, ATTENTION_RATIO, PassiveSession, attention_bar
@@ -18,16 +19,6 @@ def owner_frames(n: int = 8) -> list[np.ndarray]:
     img = data_image("astronaut")
     return [new_view(img, a, s, g) for a, s, g in zip(np.linspace(-8, 8, n), np.linspace(0.92, 1.08, n),
                                                        np.linspace(0.9, 1.1, n))]
-
-
-def _eye_landmarks(ear: float) -> np.ndarray:
-    lm = np.zeros((468, 3))
-    for eye, x0 in ((B.RIGHT_EYE, 100.0), (B.LEFT_EYE, 200.0)):
-        p1, p2, p3, p4, p5, p6 = eye
-        lm[p1, :2], lm[p4, :2] = (x0, 100), (x0 + 40, 100)
-        for up, down, x in ((p2, p6, x0 + 13), (p3, p5, x0 + 27)):
-            lm[up, :2], lm[down, :2] = (x, 100 - 20 * ear), (x, 100 + 20 * ear)
-    return lm
 
 
 def squeeze_eyes(landmarks: np.ndarray, target: float) -> np.ndarray:
@@ -48,7 +39,7 @@ def _feed(s: PassiveSession, n: int, ear: float):
     v = None
     for k in range(n):
         patch = base + k / max(1, n - 1) * np.linspace(0, 8, 32)[None, :] + rng.normal(0, 0.3, (32, 32))
-        v = s.add(k / 30, 1, _eye_landmarks(ear), None, 0.9, patch.astype(np.float32))
+        v = s.add(k / 30, 1, eye_landmarks(ear), None, 0.9, patch.astype(np.float32))
     return v
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import faceunlock as fu
+from conftest import eye_landmarks
 from faceunlock.evaluation.liveness_eval import frozen_feed, prompt_sequences
 from faceunlock.liveness import blink as B
 from faceunlock.liveness.passive import (ATTENTION_MIN_EAR, MIN_CHANGE, ChangeMeter, PassiveSession,
@@ -15,19 +16,8 @@ from faceunlock.liveness.passive import (ATTENTION_MIN_EAR, MIN_CHANGE, ChangeMe
 from faceunlock.liveness.tracks import _singular_values_2x2
 
 
-def _eye_landmarks(ear: float) -> np.ndarray:
-    """(468, 3) landmarks whose both eyes have eye aspect ratio ``ear``."""
-    lm = np.zeros((468, 3))
-    for eye, x0 in ((B.RIGHT_EYE, 100.0), (B.LEFT_EYE, 200.0)):
-        p1, p2, p3, p4, p5, p6 = eye
-        lm[p1, :2], lm[p4, :2] = (x0, 100), (x0 + 40, 100)
-        for up, down, x in ((p2, p6, x0 + 13), (p3, p5, x0 + 27)):
-            lm[up, :2], lm[down, :2] = (x, 100 - 20 * ear), (x, 100 + 20 * ear)
-    return lm
-
-
 def test_eye_landmarks_helper():
-    assert B.eye_aspect_ratio(_eye_landmarks(0.3)) == pytest.approx(0.3)
+    assert B.eye_aspect_ratio(eye_landmarks(0.3)) == pytest.approx(0.3)
 
 
 def _feed(session: PassiveSession, n: int, *, texture=0.9, ear=0.3, change=1.0, seed=0, templates=None):
@@ -37,7 +27,7 @@ def _feed(session: PassiveSession, n: int, *, texture=0.9, ear=0.3, change=1.0, 
     for k in range(n):
         patch = base + change * k / max(1, n - 1) * np.linspace(0, 8, 32)[None, :] + rng.normal(0, 0.3, (32, 32))
         tpl = None if templates is None else templates[k]
-        v = session.add(k / 30, 1, _eye_landmarks(ear), tpl, texture, patch.astype(np.float32))
+        v = session.add(k / 30, 1, eye_landmarks(ear), tpl, texture, patch.astype(np.float32))
     return v
 
 
@@ -73,7 +63,7 @@ def test_session_rules():
     # a second face or another identity is final
     s = PassiveSession()
     _feed(s, 8)
-    v = s.add(1.0, 2, _eye_landmarks(0.3), None, 0.9, np.zeros((32, 32), np.float32))
+    v = s.add(1.0, 2, eye_landmarks(0.3), None, 0.9, np.zeros((32, 32), np.float32))
     assert not v.live and v.final and "more than one face" in v.reason
     a, b = np.eye(4)[0], np.eye(4)[1]
     v = _feed(PassiveSession(identity_threshold=0.8), 10, templates=[a] * 5 + [b] * 5)
@@ -218,5 +208,5 @@ def test_colourless_face_gets_the_colour_camera_hint(engine):
     assert not v.live and v.hint == P.HINT_FACE_CAMERA
     s = PassiveSession()
     for k in range(10):
-        v = s.add(k / 30, 1, _eye_landmarks(0.3), None, 0.1, np.full((32, 32), k, np.float32), mono=True)
+        v = s.add(k / 30, 1, eye_landmarks(0.3), None, 0.1, np.full((32, 32), k, np.float32), mono=True)
     assert not v.live and v.reason == "texture: print or screen" and v.hint == P.HINT_COLOUR
