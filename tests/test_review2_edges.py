@@ -49,3 +49,21 @@ def test_repeated_large_timestamps_still_reach_the_deadline(tmp_path):
     assert ok.frames_used <= 91  # control: a frozen clock at 0 reaches the 3-s deadline
     r = u.unlock("alice", scripted_frames([1] * 2000, times=lambda j: 1.7e18))
     assert r.frames_used <= 91, f"{r.frames_used} frames read in one attempt"
+
+
+def test_tiny_timestamp_steps_give_a_verdict_not_an_overflow(tmp_path):
+    """Strictly increasing, finite timestamps pass the sanitiser; steps of 5e-324 s make the
+    hold's frame rate (n − 1) / span infinite and ``math.ceil(min_s * fps)`` raises
+    OverflowError out of unlock() (not a FaceUnlockError) once a borderline texture score
+    (0.5, in the hold band) reaches the hold."""
+    rng = np.random.default_rng(1)
+    owner = unit(rng.normal(size=DIM))
+    u, _ = make_unlock(tmp_path, [owner])
+
+    class Borderline:
+        def score(self, frame, box) -> float:
+            return 0.5
+
+    u.liveness._texture = Borderline()
+    r = u.unlock("alice", scripted_frames([0] * 30, times=lambda j: j * 5e-324))
+    assert not r.granted
