@@ -344,16 +344,18 @@ class FaceUnlock:
         verdict, cstate, timed_out, t_first = None, None, False, None
         rule = self.frame_rule or (DEFAULT_RULE if live is not None else SINGLE_FRAME)
         decision = self._decision = FrameDecision(threshold, rule)
-        step_s = 1.0 / float(fps or 30.0)
-        if not (math.isfinite(step_s) and step_s > 0):  # fps < 0, inf or NaN: the deadline would never come
-            raise FaceUnlockError(f"fps must be a finite number > 0 (or None for 30), got {fps!r}")
-        t_prev = None
+        step_s = 1.0 / _frame_rate(fps)
+        t_prev = t_origin = None  # times are taken relative to the first finite timestamp
         owner_of_evidence: set[int] = set()  # users whose matching frames fed the liveness verdict
         for item in frames:
             t_frame = None
             if isinstance(item, tuple) and len(item) == 2:
                 t_frame, item = item
             t_frame = float(t_frame) if t_frame is not None else used * step_s
+            if t_origin is None and math.isfinite(t_frame):
+                t_origin = t_frame  # (1/fps added to a huge absolute time can be lost to rounding)
+            if t_origin is not None:
+                t_frame -= t_origin
             if t_prev is not None and not t_frame > t_prev:  # NaN, repeated or backwards: a
                 t_frame = t_prev + step_s  # frame takes at least 1/fps, so the deadline still comes
             elif not math.isfinite(t_frame):
@@ -446,6 +448,7 @@ class FaceUnlock:
             raise FaceUnlockError("the policy requires a liveness challenge: pass challenge=Liveness().new_challenge()")
         if challenge is not None and self.liveness is None:
             raise FaceUnlockError("a challenge needs liveness on: construct FaceUnlock with liveness=True")
+        _frame_rate(fps)  # a bad fps is the caller's error, refused before the attempt is charged
         if challenge is not None and challenge.started:
             raise FaceUnlockError("this challenge was already used: make a new one for every attempt "
                                   "(Liveness.new_challenge())")
@@ -504,6 +507,7 @@ class FaceUnlock:
                                   "use unlock(user, frames, challenge=...)")
         t0 = time.perf_counter()
         now = self._clock()
+        _frame_rate(fps)  # refused before the attempt is charged
         charge = self._charge(None, now, check_embedder=False)
         names = sorted(charge.charged)
         if not names:
@@ -659,6 +663,15 @@ CHALLENGE_MARGIN_S = 1.0
 
 # An attempt ends early as NO_MATCH after this many consecutive face frames scoring at
 # least this far below the threshold (a different person, not a poor frame of the owner).
+def _frame_rate(fps: float | None) -> float:
+    """Frames per second for bare frames (None = 30); anything but a finite number > 0 is a
+    :class:`FaceUnlockError` (the attempt's deadline would never come)."""
+    rate = 30.0 if fps is None else float(fps)
+    if not (math.isfinite(rate) and rate > 0):
+        raise FaceUnlockError(f"fps must be a finite number > 0 (or None for 30), got {fps!r}")
+    return rate
+
+
 CLEAR_MISS_FRAMES = 3
 CLEAR_MISS_MARGIN = 0.04
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..liveness.blink import blink_troughs, eye_aspect_ratio
-from ..liveness.passive import ATTENTION_MIN_EAR, ATTENTION_RATIO, MIN_FRAMES, attention_bar
+from ..liveness.passive import ATTENTION_MIN_EAR, ATTENTION_RATIO, MIN_FRAMES, attention_bar, lower_median
 from .liveness_eval import CLIP_S, MAX_CLIP_S, SPLITS, _Cache, dev_clips, iter_video, split_people, upper95
 
 __all__ = ["ClipEyes", "collect", "Rule", "evaluate_rules", "tune_ratio", "report_text", "register"]
@@ -162,10 +162,10 @@ def windows(c: ClipEyes) -> list[np.ndarray]:
 def window_rejected(e: np.ndarray, bar: float, mode: str) -> bool:
     """Does the attention rule reject this window's face frames ``e`` at ``bar``?"""
     if mode == "window":  # FaceUnlock: live at some k ≥ 8 where the running median clears the bar
-        med = np.array([np.median(e[:k]) for k in range(MIN_FRAMES, e.size + 1)])
+        med = np.array([lower_median(e[:k]) for k in range(MIN_FRAMES, e.size + 1)])
         return not bool(np.any(med >= bar))
     k = {"first 8": 8, "first 15": 15}[mode]
-    return not float(np.median(e[:k])) >= bar
+    return not lower_median(e[:k]) >= bar
 
 
 def troughs(c: ClipEyes, after_s: float = CLIP_S) -> list[float]:

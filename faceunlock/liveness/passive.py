@@ -15,7 +15,7 @@ each frame it gives the verdict over the frames so far (:meth:`PassiveSession.ve
 * **frozen feed** — the picture does not change: :class:`ChangeMeter` (below) under
   :data:`MIN_CHANGE`. A photo file fed as a video is the same image every frame; even
   re-encoded with noise each time, its change does not grow with time;
-* **texture** — the median real score of the face frames under ``texture_threshold``
+* **texture** — the (lower, :func:`lower_median`) median real score of the face frames under ``texture_threshold``
   (:data:`TEXTURE_THRESHOLD`): a print or a screen;
 * **borderline texture hold** (``parallax_hold``) — a median just over the threshold (below
   :data:`~faceunlock.liveness.tracks.HOLD_BAND_HIGH`) is not trusted alone: the verdict waits
@@ -43,7 +43,7 @@ from .blink import eye_aspect_ratio
 from .tracks import LivenessResult, borderline_hold
 
 __all__ = ["PATCH_SIZE", "MIN_CHANGE", "TEXTURE_THRESHOLD", "ATTENTION_MIN_EAR", "ATTENTION_RATIO", "MIN_FRAMES",
-           "attention_bar", "face_patch",
+           "attention_bar", "face_patch", "lower_median",
            "ChangeMeter", "PassiveSession", "HINT_FACE_CAMERA", "HINT_OPEN_EYES", "HINT_MOVE"]
 
 PATCH_SIZE = 32
@@ -95,6 +95,15 @@ def face_patch(frame_rgb: np.ndarray, box_xyxy, size: int = PATCH_SIZE) -> np.nd
     x1, y1 = max(min(w, int(np.ceil(x1))), x0 + 1), max(min(h, int(np.ceil(y1))), y0 + 1)
     g = cv2.cvtColor(np.ascontiguousarray(frame_rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
     return cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def lower_median(values) -> float:
+    """The lower median (of an even count, the smaller middle value): at or above a bar only
+    when a strict majority of the values is. Each cue of the verdict (texture, eyes) is judged
+    this way, so two cues met by two different halves of the frames — a sleeping owner's live
+    face alternated with the owner's open-eyed photo — cannot both pass: two strict majorities
+    share a frame."""
+    return float(np.quantile(np.asarray(values, np.float64), 0.5, method="lower"))
 
 
 class ChangeMeter:
@@ -194,7 +203,8 @@ class PassiveSession:
             self.mono_frames += bool(mono)
             self.ears.append(eye_aspect_ratio(landmarks))
             if self.parallax_hold:
-                self.landmarks.append(np.asarray(landmarks, np.float32)[:, :3])
+                lm = np.asarray(landmarks, np.float32)[:, :3]
+                self.landmarks.append(np.pad(lm, ((0, 0), (0, 3 - lm.shape[1]))))  # (468, 2): z = 0
             if texture is not None:
                 self.textures.append(float(texture))
             if patch is not None:
@@ -229,9 +239,9 @@ class PassiveSession:
 
     def cues(self) -> dict:
         tex = np.asarray(self.textures) if self.textures else None
-        return {"texture": float(np.median(tex)) if tex is not None else None,
+        return {"texture": lower_median(tex) if tex is not None else None,
                 "texture_min": float(tex.min()) if tex is not None else None,
-                "change": self.meter.change, "eye_aspect": float(np.median(self.ears)) if self.ears else None,
+                "change": self.meter.change, "eye_aspect": lower_median(self.ears) if self.ears else None,
                 "eye_aspect_required": self.attention_required if self.require_attention else None,
                 "identity_min_similarity": self.min_identity, "face_frames": self.face_frames,
                 "frames_read": self.frames_read}
@@ -239,7 +249,7 @@ class PassiveSession:
     def verdict(self) -> LivenessResult:
         """The verdict over the frames so far (``final`` when no later frame can change it)."""
         thr, n = self.texture_threshold, self.face_frames
-        score = float(np.median(self.textures)) if self.textures else 0.0
+        score = lower_median(self.textures) if self.textures else 0.0
         if self.max_faces > 1:
             return LivenessResult(False, 0.0, "more than one face in view", None, thr, self.cues(), n, True)
         if self.min_identity < self.identity_threshold:
@@ -260,6 +270,6 @@ class PassiveSession:
         if hold == "flat":
             return LivenessResult(False, score, "texture borderline and flat: moved like a sheet", HINT_FACE_CAMERA,
                                   thr, self.cues(), n)
-        if self.require_attention and not float(np.median(self.ears)) >= self.attention_required:
+        if self.require_attention and not lower_median(self.ears) >= self.attention_required:
             return LivenessResult(False, score, "eyes closed", HINT_OPEN_EYES, thr, self.cues(), n)
         return LivenessResult(True, score, "live", None, thr, self.cues(), n)

@@ -370,6 +370,6 @@ def borderline_hold(tracks: np.ndarray, fps: float, texture_score: float, textur
     if not texture_threshold <= texture_score < band_high:
         return None
     tr = np.asarray(tracks, np.float64)
-    if len(tr) < math.ceil(min_s * fps):
+    if not len(tr) >= min_s * fps:  # an infinite or NaN fps waits (fails closed), never raises
         return "wait"
     return "flat" if judge(tr, fps, threshold=threshold).reason.startswith("flat") else None
