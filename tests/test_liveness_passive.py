@@ -159,7 +159,7 @@ def test_bench_time_to_grant_reads_few_frames():
 def test_borderline_texture_hold_in_the_session(engine):
     """A texture median just over the threshold is not trusted alone: a sheet moved by hand
     (landmarks of a generated print) is refused after the 2-s wait, a turning head passes;
-    a clear texture score passes at frame 8 as before, and parallax_hold=False is 0.2.0."""
+    a clear texture score passes at frame 8 as before, and parallax_hold=False turns the hold off."""
     from faceunlock import synth
     from faceunlock.demo import data_image
     from faceunlock.evaluation import attacks as A
@@ -183,7 +183,7 @@ def test_borderline_texture_hold_in_the_session(engine):
     assert run(flat, 0.9)[0] == 8  # clear texture: live at the 8th face frame, no hold
     first, v = run(flat, 0.5)
     assert first is None and v.reason.startswith("texture borderline and flat"), v
-    assert run(flat, 0.5, parallax_hold=False)[0] == 8  # 0.2.0's verdict: the sheet passes
+    assert run(flat, 0.5, parallax_hold=False)[0] == 8  # no hold: the sheet passes
     first, _ = run(head, 0.5)
     assert first is not None and first >= 30  # a real head: held for 2 s of face frames, then live
     first, v = run(flat[:20], 0.5)

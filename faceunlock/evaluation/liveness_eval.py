@@ -65,7 +65,7 @@ ATTACK_FPS = 15.0
 FROZEN_FRAMES = 30  # 3 s at 10 fps per frozen feed
 SPLITS = ("tune", "report")
 HOLD = (HOLD_BAND_HIGH, HOLD_MIN_S)  # the borderline parallax hold (shipped in 0.2.1; reported without it beside)
-HOLD_NAME = "{}, without the borderline parallax hold (0.2.0)"
+HOLD_NAME = "{}, without the borderline parallax hold"
 
 
 def upper95(errors: int, total: int) -> float:
@@ -365,8 +365,8 @@ def passive_session(live: Liveness, **kw) -> PassiveSession:
 
 def sequential(live: Liveness, recs: list[dict], **kw):
     """FaceUnlock's rule on a window: feed frame by frame, accepted at the first live verdict
-    (``kw``: :func:`passive_session` options, e.g. ``parallax_hold=False`` for 0.2.0's
-    verdict without the borderline hold). Returns (accepted, the last verdict)."""
+    (``kw``: :func:`passive_session` options, e.g. ``parallax_hold=False`` for the verdict
+    without the borderline hold). Returns (accepted, the last verdict)."""
     s = passive_session(live, **kw)
     v = s.verdict()
     for r in recs:
@@ -528,7 +528,8 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
              "(it needs context around the face)" + (f"; unreadable, skipped: {', '.join(unreadable)}" if unreadable else "")]
     notes.append(f"borderline parallax hold (shipped, 0.2.1): a texture score in [{live.threshold:.2f}, {HOLD[0]:.2f}) waits "
                  f"for {HOLD[1]:g} s of face frames and is then refused while the 0.1.0 parallax judge of the frames so far "
-                 "says 'flat' (enough motion, no parallax); rows 'without the borderline parallax hold' show 0.2.0's verdict")
+                 "says 'flat' (enough motion, no parallax); rows 'without the borderline parallax hold' show the "
+                 "verdict without it (0.2.0 also took the plain median, not the lower one)")
     for (kind, group, sp), (e, t) in sorted(per_source.items()):
         notes.append(f"generator {kind}, {group}, {sp} half: {e}/{t} accepted (≤ {100 * upper95(e, t):.1f} %)")
     for title, label in (("recorded replays, challenge + texture", "replay"),
