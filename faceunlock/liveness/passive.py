@@ -15,15 +15,15 @@ each frame it gives the verdict over the frames so far (:meth:`PassiveSession.ve
 * **frozen feed** — the picture does not change: :class:`ChangeMeter` (below) under
   :data:`MIN_CHANGE`. A photo file fed as a video is the same image every frame; even
   re-encoded with noise each time, its change does not grow with time;
-* **texture** — the (lower, :func:`lower_median`) median real score of the face frames under ``texture_threshold``
-  (:data:`TEXTURE_THRESHOLD`): a print or a screen;
+* **texture** — the lower median (:func:`lower_median`) real score of the face frames under
+  ``texture_threshold`` (:data:`TEXTURE_THRESHOLD`): a print or a screen;
 * **borderline texture hold** (``parallax_hold``) — a median just over the threshold (below
   :data:`~faceunlock.liveness.tracks.HOLD_BAND_HIGH`) is not trusted alone: the verdict waits
   for :data:`~faceunlock.liveness.tracks.HOLD_MIN_S` of face frames, then refuses while the
   0.1.0 parallax judge says the face moved like a flat sheet
   (:func:`~faceunlock.liveness.tracks.borderline_hold`). "Too little motion" never holds, so
   a still live user is at most delayed;
-* **attention** (when asked) — the median eye aspect ratio of the face frames under
+* **attention** (when asked) — the (lower) median eye aspect ratio of the face frames under
   :func:`attention_bar`: :data:`ATTENTION_MIN_EAR`, or, when the user's open-eye level from
   enrolment is known (``attention_baseline``), ``max(ATTENTION_MIN_EAR, ATTENTION_RATIO ×
   baseline)``: eyes closed;
@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from .blink import eye_aspect_ratio
-from .tracks import LivenessResult, borderline_hold
+from .tracks import HOLD_BAND_HIGH, LivenessResult, borderline_hold
 
 __all__ = ["PATCH_SIZE", "MIN_CHANGE", "TEXTURE_THRESHOLD", "ATTENTION_MIN_EAR", "ATTENTION_RATIO", "MIN_FRAMES",
            "attention_bar", "face_patch", "lower_median",
@@ -219,6 +219,8 @@ class PassiveSession:
     def _borderline_hold(self, score: float) -> str | None:
         """:func:`~faceunlock.liveness.tracks.borderline_hold` on the face frames so far, at
         their own frame rate; judged once per (frames, score)."""
+        if not self.texture_threshold <= score < HOLD_BAND_HIGH:
+            return None  # outside the band (most attempts): nothing to judge, nothing stacked
         key = (len(self.landmarks), score)
         if self._hold is None or self._hold[:2] != key:
             n = len(self.times)
