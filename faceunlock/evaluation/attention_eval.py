@@ -418,12 +418,9 @@ def _cmd(args) -> int:
 
     from ..errors import FaceUnlockError
 
-    dev = Path(args.root) if args.root else None
-    dev2 = Path(args.dev2) if args.dev2 else None
-    if dev is not None and not (dev / "liveportrait_driving").is_dir():
-        raise FaceUnlockError(f"liveness data not found: {dev} has no liveportrait_driving/ folder")
-    if dev2 is not None and not (dev2 / "videos" / "videos.csv").is_file():
-        raise FaceUnlockError(f"faces-dev2 not found: {dev2} has no videos/videos.csv")
+    from .liveness_cli import dev_roots
+
+    dev, dev2 = dev_roots(args)
     orl = Path(args.orl) if args.orl else None
     if orl is None and dev is not None and (dev.parent / "orl_att_faces").is_dir():
         orl = dev.parent / "orl_att_faces"
@@ -437,13 +434,11 @@ def _cmd(args) -> int:
 
 def register(sub) -> None:
     """Add the eval-attention sub-command."""
-    from .liveness_cli import DEFAULT_DEV, DEFAULT_DEV2
+    from .liveness_cli import add_dev_arguments
 
     p = sub.add_parser("eval-attention", help="open-eyes rule: open-eye rejections and blink troughs caught, "
                        "absolute vs relative to the enrolment baseline, per person-split half")
-    p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
-                   help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
-    p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2})")
+    add_dev_arguments(p)
     p.add_argument("--orl", default=None, help="the ORL / AT&T faces folder (default: orl_att_faces beside the "
                    "video_liveness folder, when there) for the closed-eye stills")
     p.add_argument("--cache", type=Path, default=None, help="cache per-frame eye records here")

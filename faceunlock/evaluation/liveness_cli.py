@@ -13,7 +13,17 @@ GENERATOR_LFW = 80  # LFW identities, one image each (of lfw_dev's 202)
 GENERATOR_CASIA = 20  # CASIA-FaceV5 subjects of faces-dev2, one image each
 
 
-def cmd_eval_liveness(args) -> int:
+def add_dev_arguments(p) -> None:
+    """The dev-data arguments that eval-liveness and eval-attention share: the faces-dev
+    video_liveness folder and --dev2 (either '' to skip)."""
+    p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
+                   help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
+    p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2}; '' to skip)")
+
+
+def dev_roots(args) -> tuple[Path | None, Path | None]:
+    """(faces-dev video_liveness folder, faces-dev2 folder) from :func:`add_dev_arguments`'
+    arguments, each None when skipped; a folder that is not the expected one is an error."""
     from ..errors import FaceUnlockError
 
     dev = Path(args.root) if args.root else None
@@ -23,6 +33,13 @@ def cmd_eval_liveness(args) -> int:
                               "pass the faces-dev video_liveness folder as the first argument")
     if dev2 is not None and not (dev2 / "videos" / "videos.csv").is_file():
         raise FaceUnlockError(f"faces-dev2 not found: {dev2} has no videos/videos.csv; pass --dev2 DIR or --dev2 ''")
+    return dev, dev2
+
+
+def cmd_eval_liveness(args) -> int:
+    from ..errors import FaceUnlockError
+
+    dev, dev2 = dev_roots(args)
     from ..engine import FaceEngine
     from ..liveness import Liveness
     from . import liveness_eval as E
@@ -55,9 +72,7 @@ def register(sub) -> None:
     """Add the eval-liveness sub-command."""
     p = sub.add_parser("eval-liveness", help="BPCER per motion class and APCER per attack source on the dev data "
                        "(new texture check beside the 0.1.0 parallax check), and FaceUnlock FRR/time to grant")
-    p.add_argument("root", nargs="?", default=str(DEFAULT_DEV),
-                   help=f"the faces-dev video_liveness folder (default {DEFAULT_DEV}; '' to skip)")
-    p.add_argument("--dev2", default=str(DEFAULT_DEV2), help=f"the faces-dev2 folder (default {DEFAULT_DEV2}; '' to skip)")
+    add_dev_arguments(p)
     p.add_argument("--lfw", default=str(GENERATOR_LFW),
                    help="LFW portraits used as generator attack sources (one image per identity): a number "
                         f"(default {GENERATOR_LFW}; taken from the lfw_dev/images folder beside the faces-dev root) "

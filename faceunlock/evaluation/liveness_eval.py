@@ -64,7 +64,6 @@ MAX_CLIP_S = 30.0
 ATTACK_FPS = 15.0
 FROZEN_FRAMES = 30  # 3 s at 10 fps per frozen feed
 SPLITS = ("tune", "report")
-HOLD = (HOLD_BAND_HIGH, HOLD_MIN_S)  # the borderline parallax hold (shipped in 0.2.1; reported without it beside)
 HOLD_NAME = "{}, without the borderline parallax hold"
 
 
@@ -526,8 +525,8 @@ def evaluate(live: Liveness, dev_root: Path | None, dev2_root: Path | None, *, l
              f"{FROZEN_FRAMES} frames at 10 fps (exact repeat; Gaussian noise σ 2 + JPEG q90 per repeat); seed {seed}",
              "stills: texture score of the one frame (no motion test); tight crops are outside MiniFASNet's training "
              "(it needs context around the face)" + (f"; unreadable, skipped: {', '.join(unreadable)}" if unreadable else "")]
-    notes.append(f"borderline parallax hold (shipped, 0.2.1): a texture score in [{live.threshold:.2f}, {HOLD[0]:.2f}) waits "
-                 f"for {HOLD[1]:g} s of face frames and is then refused while the 0.1.0 parallax judge of the frames so far "
+    notes.append(f"borderline parallax hold (shipped, 0.2.1): a texture score in [{live.threshold:.2f}, {HOLD_BAND_HIGH:.2f}) waits "
+                 f"for {HOLD_MIN_S:g} s of face frames and is then refused while the 0.1.0 parallax judge of the frames so far "
                  "says 'flat' (enough motion, no parallax); rows 'without the borderline parallax hold' show the "
                  "verdict without it (0.2.0 also took the plain median, not the lower one)")
     for (kind, group, sp), (e, t) in sorted(per_source.items()):
