@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -119,6 +121,18 @@ def chip_quality(chip: np.ndarray) -> tuple[float, float]:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var()), float(grey.mean())
 
 
+def _one_at_a_time(method):
+    """Run ``method`` under the instance's attempt lock (one camera, one engine: the models'
+    interpreters are not thread-safe, and an attempt must only ever see its own frames)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._attempt_lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class FaceUnlock:
     """Enrolment, unlock and identification over an encrypted template store.
 
@@ -131,6 +145,13 @@ class FaceUnlock:
         policy: thresholds, quality gates and lockout rules (default: Android Class 3).
             ``policy.require_challenge`` makes :meth:`unlock` require a passed challenge too.
         clock: unix-seconds clock, injectable for tests.
+
+    Threads: one instance may be shared between threads. Its enrolments and attempts
+    (:meth:`assess`, :meth:`enroll`, :meth:`unlock`, :meth:`identify`) run one at a time,
+    since they share the engine's and the liveness check's models; a second caller waits
+    for the running attempt (at most ``policy.timeout_s`` of camera time plus compute) to
+    end. Do not share the ``engine`` or ``liveness`` objects you pass in with code running in
+    another thread. Several processes may share one store file (docs/STORE.md).
     """
 
     #: When frames make a match (faceunlock.decision): None = ``DEFAULT_RULE`` (k of the
@@ -138,7 +159,6 @@ class FaceUnlock:
     #: half of the dev data) when liveness is on, the single-frame rule when it is off
     #: (still images: a repeated frame adds no evidence, and one image must unlock).
     frame_rule: FrameRule | None = None
-    _decision: FrameDecision | None = None  # the latest attempt's frame decision
 
     def __init__(
         self,
@@ -156,6 +176,7 @@ class FaceUnlock:
             liveness = Liveness(self.engine)
         self.liveness = liveness or None
         self._clock = clock
+        self._attempt_lock = threading.RLock()
 
     # ------------------------------------------------------------------ thresholds
     @property
@@ -168,6 +189,7 @@ class FaceUnlock:
         return spec.threshold if self.policy.level == "strong" else spec.convenience_threshold
 
     # ------------------------------------------------------------------ enrolment
+    @_one_at_a_time
     def assess(self, frame: np.ndarray) -> tuple[FrameQuality, Face | None, np.ndarray | None]:
         """Quality gates for one enrolment frame: exactly one face, large enough, pose in
         range, sharp, well exposed. Returns (verdict, face, chip)."""
@@ -194,6 +216,7 @@ class FaceUnlock:
             return FrameQuality("badly exposed: " + ("too dark" if bright < p.min_brightness else "too bright"), **q), f, chip
         return FrameQuality(None, **q), f, chip
 
+    @_one_at_a_time
     def enroll(
         self, user: str, frames: Iterable[np.ndarray], *, progress: ProgressFn | None = None, append: bool = False
     ) -> EnrollmentReport:
@@ -282,11 +305,11 @@ class FaceUnlock:
     def _status(self, rec: UserRecord, now: float) -> tuple[bool, float | None]:
         return pol.lockout_status(rec, now, self.policy)
 
-    def _adapt(self, rec: UserRecord, verdict) -> UserRecord:
-        """``rec`` after a grant, with the granting frame's template swapped in when the
-        grant was confident and live (:func:`faceunlock.decision.adapt_gallery`; off with
-        ``Policy(adapt_templates=False)``; never without a passed liveness verdict)."""
-        d = self._decision
+    def _adapt(self, rec: UserRecord, verdict, d: FrameDecision | None) -> UserRecord:
+        """``rec`` after a grant, with the granting frame's template (from this attempt's own
+        frame decision ``d``) swapped in when the grant was confident and live
+        (:func:`faceunlock.decision.adapt_gallery`; off with ``Policy(adapt_templates=False)``;
+        never without a passed liveness verdict)."""
         if (not self.policy.adapt_templates or d is None or d.verdict is None or d.template is None
                 or rec.embedder != self.engine.embedder_spec.name):
             return rec
@@ -327,7 +350,8 @@ class FaceUnlock:
         ``t0`` is not used for the deadline.
 
         Returns (best score or None, frames used, matched owner index or None, timed out
-        before any match, liveness result or None, challenge state or None).
+        before any match, liveness result or None, challenge state or None, the attempt's
+        :class:`~faceunlock.decision.FrameDecision`).
         """
         live = self.liveness
         pol_ = self.policy
@@ -343,7 +367,7 @@ class FaceUnlock:
         best, used, hit, clear_misses = None, 0, None, 0
         verdict, cstate, timed_out, t_first = None, None, False, None
         rule = self.frame_rule or (DEFAULT_RULE if live is not None else SINGLE_FRAME)
-        decision = self._decision = FrameDecision(threshold, rule)
+        decision = FrameDecision(threshold, rule)  # this attempt's own: never shared state
         step_s = 1.0 / _frame_rate(fps)
         t_prev = t_origin = None  # times are taken relative to the first finite timestamp
         owner_of_evidence: set[int] = set()  # users whose matching frames fed the liveness verdict
@@ -418,8 +442,9 @@ class FaceUnlock:
                 break
         if challenge is not None:
             cstate = challenge.state
-        return best, used, hit, timed_out and hit is None, verdict if hit is not None else None, cstate
+        return best, used, hit, timed_out and hit is None, verdict if hit is not None else None, cstate, decision
 
+    @_one_at_a_time
     def unlock(self, user: str, frames: Iterable[np.ndarray], *, challenge=None, fps: float | None = None) -> UnlockResult:
         """Try to unlock as ``user`` from frames; stops at the first matching frame when
         liveness is off, else when the match and the liveness verdict are both in.
@@ -459,7 +484,7 @@ class FaceUnlock:
                 return UnlockResult(False, Reason.LOCKED_OUT, None, 0, _ms(t0), 0, charge.locked[user])
             return UnlockResult(False, Reason.NOT_ENROLLED, None, 0, _ms(t0), 0, None)
         rec = charge.charged[user]
-        best, used, hit, timed_out, verdict, cstate = self._match(
+        best, used, hit, timed_out, verdict, cstate, decision = self._match(
             frames, rec.templates, self.threshold, t0, fps=fps, challenge=challenge,
             eye_open=[eye_open_baseline(rec)])
         now = self._clock()
@@ -467,7 +492,7 @@ class FaceUnlock:
             live_ok = verdict is None or verdict.live
             chal_ok = challenge is None or (cstate is not None and cstate.passed)
             if live_ok and chal_ok:
-                done = self._refund_grant(charge, user, now, verdict)
+                done = self._refund_grant(charge, user, now, verdict, decision)
                 if done is None:  # removed meanwhile, or permanently locked by another attempt
                     return UnlockResult(False, Reason.LOCKED_OUT if charge.lost.get(user) else Reason.NOT_ENROLLED,
                                         best, used, _ms(t0), 0, math.inf if charge.lost.get(user) else None)
@@ -487,6 +512,7 @@ class FaceUnlock:
         return UnlockResult(False, Reason.NO_MATCH, best, used, _ms(t0), pol.attempts_left(rec, self.policy),
                             until if locked else None)
 
+    @_one_at_a_time
     def identify(self, frames: Iterable[np.ndarray], *, fps: float | None = None) -> IdentifyResult:
         """Which enrolled user is in front of the camera (for multi-user devices).
 
@@ -514,13 +540,13 @@ class FaceUnlock:
             return IdentifyResult(None, Reason.LOCKED_OUT if charge.locked else Reason.NOT_ENROLLED, None, 0, _ms(t0))
         galleries = [charge.charged[u].templates for u in names]
         owner = np.repeat(np.arange(len(names)), [len(g) for g in galleries])
-        best, used, hit, timed_out, verdict, _ = self._match(
+        best, used, hit, timed_out, verdict, _, decision = self._match(
             frames, np.concatenate(galleries), self.threshold, t0, owners=owner, fps=fps,
             eye_open=[eye_open_baseline(charge.charged[u]) for u in names])
         now = self._clock()
         if hit is not None and (verdict is None or verdict.live):
             name = names[hit]
-            if self._refund_grant(charge, name, now, verdict) is None:
+            if self._refund_grant(charge, name, now, verdict, decision) is None:
                 reason = Reason.LOCKED_OUT if charge.lost.get(name) else Reason.NOT_ENROLLED
                 return IdentifyResult(None, reason, best, used, _ms(t0))
             return IdentifyResult(name, Reason.GRANTED, best, used, _ms(t0))
@@ -559,7 +585,8 @@ class FaceUnlock:
         self.store.update_many(users, fn)
         return out
 
-    def _refund_grant(self, charge: "_Charge", user: str, now: float, verdict) -> UserRecord | None:
+    def _refund_grant(self, charge: "_Charge", user: str, now: float, verdict,
+                      decision: FrameDecision | None = None) -> UserRecord | None:
         """Refund a granted user's charged attempt (``record_success``). Returns the new
         record, or None when the user was removed meanwhile or another attempt has since
         locked them out permanently (the grant is then withdrawn, fail closed; ``charge.lost``
@@ -577,7 +604,7 @@ class FaceUnlock:
                 r = dataclasses.replace(r, permanent_lock=False)
             return r
 
-        if self._granted_record(mine, now, verdict).templates is mine.templates:
+        if self._granted_record(mine, now, verdict, decision).templates is mine.templates:
             def counters(cur):
                 c = cur[user]
                 c = None if c is None else settle(c)
@@ -595,7 +622,7 @@ class FaceUnlock:
         def fn(recs: dict[str, UserRecord | None]) -> dict[str, UserRecord | None]:
             r = recs[user]
             r = None if r is None else settle(r)
-            return {} if r is None else {user: self._granted_record(r, now, verdict)}
+            return {} if r is None else {user: self._granted_record(r, now, verdict, decision)}
 
         got = self.store.update_many([user], fn)[user]
         if lost:
@@ -603,9 +630,9 @@ class FaceUnlock:
             return None
         return got
 
-    def _granted_record(self, rec: UserRecord, now: float, verdict) -> UserRecord:
+    def _granted_record(self, rec: UserRecord, now: float, verdict, decision: FrameDecision | None) -> UserRecord:
         """``rec`` after a grant: failure count and timed lockout cleared."""
-        return self._adapt(pol.record_success(rec, now), verdict)
+        return self._adapt(pol.record_success(rec, now), verdict, decision)
 
     def _refund_unseen(self, charge: "_Charge", now: float) -> dict[str, UserRecord | None]:
         """Refund attempts in which no face was seen: each charged user whose lockout state
