@@ -789,7 +789,7 @@ def _merge_eye_open(old_meta: dict, new: dict) -> dict:
         return {}
     try:
         b0, n0 = float(old_meta[EYE_OPEN_KEY]), int(old_meta.get(EYE_OPEN_N_KEY, 1))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # a record edited by hand: start afresh
         return new
     if not (math.isfinite(b0) and b0 > 0 and n0 > 0):
         return new

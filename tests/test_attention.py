@@ -201,3 +201,15 @@ def test_eval_attention_rules_on_a_synthetic_clip():
     assert res[A.Rule(0.95).name]["tune"]["open"]["first 8"] == [1, 2]
     best, _ = A.tune_ratio(res, [A.Rule(0.0), A.Rule(0.63), A.Rule(0.95)], A.Rule(0.0))
     assert best == A.Rule(0.0)  # 0.63 catches more but rejects an open-eye reading the absolute rule passes
+
+
+@pytest.mark.parametrize("bad_n", [float("inf"), float("nan"), "x", None, -3, 0])
+def test_appending_to_a_hand_edited_eye_baseline_starts_afresh(bad_n):
+    """A stored open-eye count that is not a positive finite integer (a record edited by
+    hand) is ignored when an appended enrolment merges its baseline, instead of raising."""
+    from faceunlock.unlock import _merge_eye_open
+
+    new = {EYE_OPEN_KEY: 0.3, EYE_OPEN_N_KEY: 12}
+    assert _merge_eye_open({EYE_OPEN_KEY: 0.25, EYE_OPEN_N_KEY: bad_n}, new) == new
+    merged = _merge_eye_open({EYE_OPEN_KEY: 0.25, EYE_OPEN_N_KEY: 4}, new)
+    assert merged == {EYE_OPEN_KEY: round((0.25 * 4 + 0.3 * 12) / 16, 4), EYE_OPEN_N_KEY: 16}
