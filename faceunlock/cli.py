@@ -750,16 +750,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: commands whose exit code 0 means "granted": no argument may end them with 0 unjudged
+_DECIDING = {"unlock", "pam-auth"}
+
+
 def _main(argv: list[str] | None) -> int:
     _short_warnings()
     ap = build_parser()
-    args = ap.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = ap.parse_args(words)
+    except SystemExit as exc:
+        # -h/--help exits 0 without judging a face. For a command whose exit 0 means
+        # "granted" (unlock, pam-auth) that would grant: `faceunlock unlock "$NAME"` with
+        # NAME=--help. Help for those commands is exit 2 (nothing was judged).
+        if exc.code in (0, None) and _DECIDING & set(words):
+            _err("faceunlock: help shown, nothing was judged (exit 2)")
+            return 2
+        raise
     if getattr(args, "global_json", False) or not hasattr(args, "json"):
         args.json = bool(getattr(args, "global_json", False))
     if args.version:
         from . import __version__
 
         _out(__version__)
+        if getattr(args, "command", None):  # `--version unlock alice` judged nothing
+            _err(f"faceunlock: --version with the command {args.command!r}: nothing was run (exit 2)")
+            return 2
         return 0
     if not getattr(args, "func", None):
         try:
