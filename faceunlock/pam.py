@@ -31,8 +31,9 @@ sshd — the camera sees whoever sits at this machine, not the remote user), a P
 other than ``auth``, a ``source`` that is not a camera (``/dev/videoN`` character device,
 a camera index or ``picamera``; files only with the test switch
 ``FACEUNLOCK_PAM_TEST_SOURCES=1``), and, when run as root, a config file, store or key
-file (or their directories) that is not owned by root or is writable (key: readable) by
-others. Every decision is logged to syslog (authpriv) without any template data. See
+file (or any directory above what they resolve to) that is not owned by root or is
+writable (key: readable) by others; as root, HOME and XDG_DATA_HOME are not taken from the
+environment (root's own home; the system store). Every decision is logged to syslog (authpriv) without any template data. See
 docs/PAM.md.
 """
 
@@ -193,12 +194,8 @@ def _seconds(value, where: str) -> float:
 def _settings(args) -> dict:
     conf = {"source": "/dev/video0", "seconds": 5.0, "liveness": True, "level": "strong", "allow_remote": False,
             "store": None, "key_file": None}
-    path = Path(args.config)
-    _check_owner(path, "config file", secret=False, missing_ok=True)
-    real = Path(os.path.realpath(path))
-    if real != path:  # a symlink: the directory of its target counts too
-        _check_owner(real, "config file", secret=False, missing_ok=True)
-    conf.update(read_config(path))
+    path = _check_owner(Path(args.config), "config file", secret=False, missing_ok=True)
+    conf.update(read_config(path))  # the resolved file that was checked
     flags = {"source": args.source, "level": args.level,
              "store": getattr(args, "store", None), "key_file": getattr(args, "key_file", None)}
     for k, v in flags.items():
@@ -213,25 +210,46 @@ def _settings(args) -> dict:
     return conf
 
 
-def _check_owner(path: Path, what: str, *, secret: bool, missing_ok: bool = False) -> None:
-    """As root, a config, store or key file that someone else could have written (or
-    read) is refused, and so is its directory."""
+def _check_owner(path: Path, what: str, *, secret: bool, missing_ok: bool = False) -> Path:
+    """As root, a config, store, key, spec or model file that someone else could have
+    written (or read) is refused. The path is resolved once (symlinks followed) and the
+    RESOLVED file must be owned by root and not writable by group/others (a secret: nor
+    readable), and so must every directory from it up to ``/`` — a directory that others
+    may write is accepted only with the sticky bit (``/tmp``) and a root-owned entry below
+    it, since otherwise they could rename a folder on the way and put their own in its
+    place. Returns the resolved path: read THAT, never the name again (a symlink on the way
+    could be re-pointed between the check and the read). Not root: ``path`` unchanged."""
     if os.geteuid() != 0:
-        return
-    for p, kind in ((path, what), (path.parent, f"directory of the {what}")):
+        return path
+    real = Path(os.path.realpath(path))
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        if missing_ok:
+            return path
+        raise _Fail(f"cannot stat the {what} {path}: not found") from None
+    except OSError as exc:
+        raise _Fail(f"cannot stat the {what} {path}: {exc.strerror}") from None
+    shown = f"{path}" if real == Path(path) else f"{path} (= {real})"
+    bad = stat.S_IWGRP | stat.S_IWOTH | ((stat.S_IRGRP | stat.S_IROTH) if secret else 0)
+    if st.st_uid != 0 or st.st_mode & bad:
+        raise _Fail(f"refusing the {what} {shown}: it must be owned by root and not writable"
+                    f"{' or readable' if secret else ''} by group or others "
+                    f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+    child_uid = st.st_uid
+    for d in real.parents:
+        kind = f"directory {d} of the {what} {shown}"
         try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            if missing_ok and p == path:
-                return
-            raise _Fail(f"cannot stat the {kind} {p}: not found") from None
+            dst = os.stat(d)
         except OSError as exc:
-            raise _Fail(f"cannot stat the {kind} {p}: {exc.strerror}") from None
-        bad = stat.S_IWGRP | stat.S_IWOTH | ((stat.S_IRGRP | stat.S_IROTH) if secret and p == path else 0)
-        if st.st_uid != 0 or st.st_mode & bad:
-            raise _Fail(f"refusing the {kind} {p}: it must be owned by root and not writable"
-                        f"{' or readable' if secret and p == path else ''} by group or others "
-                        f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+            raise _Fail(f"cannot stat the {kind}: {exc.strerror}") from None
+        open_to_others = dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        sticky_ok = open_to_others and dst.st_mode & stat.S_ISVTX and child_uid == 0
+        if dst.st_uid != 0 or (open_to_others and not sticky_ok):
+            raise _Fail(f"refusing the {kind}: every directory on the way must be owned by root and not "
+                        f"writable by group or others (owner uid {dst.st_uid}, mode {stat.S_IMODE(dst.st_mode):04o})")
+        child_uid = dst.st_uid
+    return real
 
 
 def _check_source(source) -> None:
@@ -383,6 +401,7 @@ def run(args) -> int:
     user = os.environ.get("PAM_USER", "")
     pam_type = os.environ.get("PAM_TYPE", "auth")
     service = os.environ.get("PAM_SERVICE", "?")
+    saved_env = _root_environment()
     try:
         if not user:
             raise _Fail("PAM_USER is not set: run from pam_exec.so (or set it by hand to test)")
@@ -407,6 +426,43 @@ def run(args) -> int:
         kind = "error" if isinstance(exc, FaceUnlockError) else f"unexpected {type(exc).__name__}"
         _log(_prio("LOG_ERR"), f"service={service} user={user or '?'}: {kind}: {exc}")
         return EXIT_ERROR
+    finally:
+        _restore_environment(saved_env)
+
+
+def _root_home() -> str:
+    """Root's home from the password database of the EFFECTIVE uid. (Python's
+    ``Path.home()`` without HOME uses the REAL uid: under sudo or su, the caller's.)"""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_dir or "/root"
+    except KeyError:
+        return "/root"
+
+
+_CALLER_PATH_VARS = ("HOME", "XDG_DATA_HOME")
+
+
+def _root_environment() -> dict[str, str | None]:
+    """As root, paths never come from the caller: HOME is root's own and XDG_DATA_HOME is
+    dropped, so the default store is the system store and imported models are root's
+    (``$FACEUNLOCK_MODEL_DIR`` is still honoured: every folder on its way is checked).
+    Returns what was replaced (restored when pam-auth returns, for in-process callers)."""
+    if os.geteuid() != 0:
+        return {}
+    saved = {k: os.environ.get(k) for k in _CALLER_PATH_VARS}
+    os.environ.pop("XDG_DATA_HOME", None)
+    os.environ["HOME"] = _root_home()
+    return saved
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _prio(name: str) -> int:
@@ -430,8 +486,8 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     if not store_path.exists():
         raise _Fail(f"no template store at {store_path}: enrol with 'sudo faceunlock enroll {user}'")
     key_file = Path(conf["key_file"]).expanduser() if conf.get("key_file") else default_key_path(store_path)
-    _check_owner(store_path, "store", secret=False)
-    _check_owner(key_file, "key file", secret=True)
+    store_path = _check_owner(store_path, "store", secret=False)  # resolved: opened as checked
+    key_file = _check_owner(key_file, "key file", secret=True)
     seconds = conf["seconds"]
     store = TemplateStore(store_path, key_file=key_file, create=False)
     policy = Policy(level=conf["level"], timeout_s=seconds)
@@ -439,13 +495,22 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
     rec = store.get(user)
     spec = None
     if rec is not None:
-        if rec.embedder not in SHIPPED_EMBEDDERS:  # an imported model: root's own files only,
-            from .embed import user_model_dir  # the spec that is READ checked before it is read
+        if rec.embedder in SHIPPED_EMBEDDERS or os.geteuid() != 0:
+            spec = embedder_for_record(rec.embedder)  # a name, never a path
+        else:
+            # An imported model: root's own files only. Nothing is read before it is
+            # checked; the spec is read from the resolved path that was checked, and its
+            # model file is pinned the same way.
+            from dataclasses import replace
 
-            _check_owner(user_model_dir() / rec.embedder / SPEC_FILE, "embedder spec", secret=False)
-        spec = embedder_for_record(rec.embedder)  # a name, never a path
-        if rec.embedder not in SHIPPED_EMBEDDERS:
-            _check_owner(spec.path, "embedder model", secret=False)
+            from .embed import _RECORD_NAME, load_spec, user_model_dir
+            from .errors import ModelError
+
+            if not isinstance(rec.embedder, str) or not _RECORD_NAME.match(rec.embedder):
+                raise ModelError(f"stored embedder name {rec.embedder!r} is not a model name")
+            checked = _check_owner(user_model_dir() / rec.embedder / SPEC_FILE, "embedder spec", secret=False)
+            spec = load_spec(checked)
+            spec = replace(spec, file=str(_check_owner(spec.path, "embedder model", secret=False)))
     engine = FaceEngine(threads=1, **({"embedder": spec} if spec is not None else {}))
     fu = FaceUnlock(store, engine=engine, policy=policy, **kw)
     challenge = None
