@@ -225,7 +225,8 @@ def _check_owner(path: Path, what: str, *, secret: bool, missing_ok: bool = Fals
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        if missing_ok:
+        if missing_ok:  # the defaults — unless someone else could create it before it is read
+            _check_missing(real, what, path)
             return path
         raise _Fail(f"cannot stat the {what} {path}: not found") from None
     except OSError as exc:
@@ -250,6 +251,28 @@ def _check_owner(path: Path, what: str, *, secret: bool, missing_ok: bool = Fals
                         f"writable by group or others (owner uid {dst.st_uid}, mode {stat.S_IMODE(dst.st_mode):04o})")
         child_uid = dst.st_uid
     return real
+
+
+def _check_missing(real: Path, what: str, path: Path) -> None:
+    """A missing file counts as absent only when nobody but root could create it: the
+    nearest existing folder above it and every folder up to ``/`` must be root's and not
+    writable by group or others (sticky or not: the entry does not exist yet)."""
+    d = real.parent
+    while True:
+        try:
+            st = os.stat(d)
+            break
+        except FileNotFoundError:
+            if d.parent == d:
+                return
+            d = d.parent
+        except OSError as exc:
+            raise _Fail(f"cannot stat {d}, above the missing {what} {path}: {exc.strerror}") from None
+    if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _Fail(f"refusing the missing {what} {path}: its folder {d} is not root's or others may write "
+                    f"there (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}), so the file could appear")
+    if d.parent != d:
+        _check_owner(d, f"folder above the missing {what} {path}", secret=False)
 
 
 def _check_source(source) -> None:

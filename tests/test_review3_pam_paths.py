@@ -176,3 +176,26 @@ def test_models_are_root_own_not_from_home_or_xdg(setup, env, monkeypatch, tmp_p
     assert pam.run(_args(setup, setup["hopper"])) == pam.EXIT_DENIED, env
     assert pam.run(_args(setup, setup["astro"])) == pam.EXIT_GRANTED, env
     assert os.environ.get("XDG_DATA_HOME") == str(caller / ".local" / "share")  # the caller's env is restored
+
+
+def test_missing_config_in_a_folder_others_can_write_is_refused(setup, env, monkeypatch, tmp_path):
+    """A missing config means the defaults — unless someone else can create it between the
+    check and the read (here: right after the check, as a winning race would): its
+    ``liveness = no`` would then let a photo in. A missing config whose folder others can
+    write is refused."""
+    monkeypatch.setenv("FACEUNLOCK_MODEL_DIR", str(setup["legit"].parent))
+    open_dir = tmp_path / "etc-open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    conf = open_dir / "pam.conf"
+    real_check = pam._check_owner
+
+    def racing_check(path, what, **kw):
+        out = real_check(path, what, **kw)
+        if what == "config file" and not conf.exists():
+            conf.write_text("[pam]\nliveness = no\n")
+        return out
+
+    monkeypatch.setattr(pam, "_check_owner", racing_check)
+    rc = pam.run(_args(setup, setup["astro"], config=str(conf), no_liveness=None))
+    assert rc == pam.EXIT_ERROR, env  # before: the planted 'liveness = no' was read (exit 0 on a still image)
