@@ -10,7 +10,6 @@ this reviewer's file): use ``$XDG_DATA_HOME`` only when absolute, as the store d
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -18,7 +18,6 @@ where it looks must not come from the caller.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
