@@ -447,6 +447,7 @@ def cmd_unlock(args) -> int:
     # The attempt's limit (policy.timeout_s) runs on the frames' own timestamps (camera
     # time), so a recording is judged exactly as a live camera showing it would be.
     fu = _unlocker(args, store, None, args.user)
+    _check_threshold(fu)  # before the camera opens and before the attempt is charged
     challenge = _challenge_for(args, fu)
     with _open_source(args, max_seconds=args.seconds) as cam:
         frames = cam.timed() if fu.liveness else cam.images()
@@ -479,6 +480,18 @@ def cmd_unlock(args) -> int:
             text += f"; hint: {r.hint}"
     _emit(args, payload, text)
     return 0 if r.granted else 1
+
+
+def _check_threshold(fu) -> None:
+    """Raise ModelError unless ``fu`` has a usable threshold: an imported model without
+    calibration (``models import`` of an unknown model writes none) cannot judge a face."""
+    from .errors import ModelError
+
+    t = fu.threshold
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        spec = fu.engine.embedder_spec
+        raise ModelError(f"embedder {spec.name!r} has no calibrated {fu.policy.level} threshold: calibrate it and "
+                         "set it in its spec.json (docs/EMBEDDERS.md) before unlocking with it")
 
 
 def _challenge_for(args, fu):

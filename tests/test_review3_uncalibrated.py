@@ -1,0 +1,73 @@
+"""Review 3 (uncalibrated imported model): ``models import`` of an unknown model writes a
+spec without thresholds (and ``--force`` re-import rewrites a calibrated one that way).
+``unlock``/``pam-auth`` for a user enrolled with it then charged a failed attempt and died
+inside the match with "unexpected TypeError" (comparing a score with None) — every try
+cost the owner an attempt towards the permanent lock. It must be a clear error (exit 2)
+before the camera opens and before anything is charged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import faceunlock as fu
+from conftest import write_views
+from faceunlock import cli, embed, pam
+from faceunlock.store import UserRecord
+
+DATA = Path(fu.__file__).resolve().parent / "data"
+
+
+@pytest.fixture()
+def uncalibrated(tmp_path, monkeypatch):
+    os.chmod(tmp_path, 0o755)
+    models = tmp_path / "models"
+    (models / "custom").mkdir(parents=True)
+    src = embed.MOBILEFACENET
+    shutil.copyfile(src.path, models / "custom" / "model.tflite")
+    data = src.to_json() | {"name": "custom", "file": "model.tflite", "source_sha256": "",
+                            "threshold": None, "convenience_threshold": None}
+    (models / "custom" / embed.SPEC_FILE).write_text(json.dumps(data))
+    monkeypatch.setenv("FACEUNLOCK_MODEL_DIR", str(models))
+    sdir = tmp_path / "store"
+    sdir.mkdir(mode=0o700)
+    store = fu.TemplateStore(sdir / "s.fus", key_file=sdir / "s.key")
+    v = np.ones(src.dim, np.float32) / np.sqrt(src.dim)
+    store.put("alice", UserRecord(templates=np.stack([v] * 3), embedder="custom", created=1.0))
+    astro = write_views(DATA / "astronaut.jpg", tmp_path / "astro", 2)
+    return {"store": store, "s": sdir / "s.fus", "k": sdir / "s.key", "astro": astro}
+
+
+def test_cli_unlock_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, capsys):
+    u = uncalibrated
+    rc = cli.main(["--store", str(u["s"]), "--key-file", str(u["k"]), "unlock", "alice",
+                   "--source", str(u["astro"]), "--no-liveness"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "unexpected" not in err and "threshold" in err, err
+    assert u["store"].get("alice").failures == 0
+
+
+def test_pam_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, monkeypatch):
+    u = uncalibrated
+    for k in ("PAM_RHOST", "PAM_TTY", "XDG_SESSION_ID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("PAM_USER", "alice")
+    monkeypatch.setenv("PAM_TYPE", "auth")
+    monkeypatch.setenv(pam.TEST_SOURCES_ENV, "1")
+    monkeypatch.setattr(pam, "_ancestors", lambda: [])
+    monkeypatch.setattr(pam, "_SESSIONS", Path("/nonexistent-logind-sessions"))
+    logged: list[str] = []
+    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
+    args = argparse.Namespace(config="/nonexistent/pam.conf", source=str(u["astro"]), seconds=10.0, level=None,
+                              no_liveness=True, allow_remote=None, challenge=False, skip=0.0,
+                              store=str(u["s"]), key_file=str(u["k"]))
+    assert pam.run(args) == pam.EXIT_ERROR, logged
+    assert "unexpected" not in logged[-1] and "threshold" in logged[-1], logged
+    assert u["store"].get("alice").failures == 0
