@@ -206,12 +206,16 @@ def known_model(source_sha256: str) -> KnownModel | None:
 
 def user_model_dir() -> Path:
     """Where imported models live: ``$FACEUNLOCK_MODEL_DIR``, else
-    ``$XDG_DATA_HOME/faceunlock/models`` (``~/.local/share/faceunlock/models``)."""
+    ``$XDG_DATA_HOME/faceunlock/models`` (``~/.local/share/faceunlock/models``). A relative
+    ``XDG_DATA_HOME`` is ignored, as the XDG spec says (and as the store does): it would
+    make the models depend on the current folder."""
     env = os.environ.get("FACEUNLOCK_MODEL_DIR")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg).expanduser() / "faceunlock" / "models"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if not (xdg and os.path.isabs(xdg)):
+        xdg = str(Path.home() / ".local" / "share")
+    return Path(xdg) / "faceunlock" / "models"
 
 
 def load_spec(path: str | os.PathLike[str]) -> EmbedderSpec:

@@ -1,11 +1,11 @@
 """Review 3 (model paths): where a user's imported models are looked up.
 
 ``store._data_home`` ignores a relative ``$XDG_DATA_HOME`` (the XDG spec calls it invalid),
-but ``embed.user_model_dir`` uses it as given — relative to the current directory. With such
-an environment, ``faceunlock unlock alice`` run in a folder someone else controls reads
-``./<rel>/faceunlock/models/<alice's embedder>/spec.json`` from there: that spec's threshold
-(any value in (0, 1], e.g. 1e-9) then decides the match. The fix belongs in embed.py (not
-this reviewer's file): use ``$XDG_DATA_HOME`` only when absolute, as the store does.
+but ``embed.user_model_dir`` used it as given (0.2.1) — relative to the current directory.
+With such an environment, ``faceunlock unlock alice`` run in a folder someone else controls
+read ``./<rel>/faceunlock/models/<alice's embedder>/spec.json`` from there: that spec's
+threshold (any value in (0, 1], e.g. 1e-9) then decided the match. Fixed in embed.py: a
+relative ``$XDG_DATA_HOME`` is ignored there too.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from faceunlock import embed
 from faceunlock.errors import ModelError
 
 
-@pytest.mark.xfail(strict=True, reason="embed.user_model_dir uses a relative XDG_DATA_HOME (cwd-relative); "
-                                       "fix in embed.py: honour it only when absolute, like store._data_home")
 def test_relative_xdg_data_home_is_ignored_for_models(monkeypatch, tmp_path):
     monkeypatch.delenv("FACEUNLOCK_MODEL_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
