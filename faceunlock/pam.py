@@ -2,7 +2,7 @@
 
 A PAM line such as::
 
-    auth  sufficient  pam_exec.so quiet /usr/local/bin/faceunlock pam-auth
+    auth  sufficient  pam_exec.so quiet /opt/faceunlock/bin/python -I -m faceunlock pam-auth
 
 runs this command with the user name in ``PAM_USER``. It answers by exit code only —
 0 the face matched (PAM success), anything else a failure, so PAM goes on to the next
