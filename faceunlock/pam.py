@@ -439,7 +439,11 @@ def run(args) -> int:
                      "cannot see a remote user; denied")
                 return EXIT_DENIED
         _check_source(conf["source"])
-        return _authenticate(args, user, service, conf)
+        disarm = _watchdog(math.ceil(conf["seconds"]) + WATCHDOG_MARGIN_S)
+        try:
+            return _authenticate(args, user, service, conf)
+        finally:
+            disarm()
     except _Fail as exc:
         _log(_prio("LOG_ERR"), f"service={service} user={user or '?'}: error: {exc}")
         return EXIT_ERROR
@@ -451,6 +455,32 @@ def run(args) -> int:
         return EXIT_ERROR
     finally:
         _restore_environment(saved_env)
+
+
+#: pam-auth ends itself (SIGALRM, default action: the process is killed, so PAM sees a
+#: failure and falls through to the password) this long after its attempt's time budget:
+#: a camera read that never returns must not hang the login. Covers a challenge's longer
+#: budget and a slow cold start on a Raspberry Pi.
+WATCHDOG_MARGIN_S = 90
+
+
+def _watchdog(seconds: int):
+    """Arm SIGALRM with its default action (terminate) in ``seconds``; returns the function
+    that disarms it and restores the previous handler. A no-op off the main thread or where
+    SIGALRM does not exist."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, int(seconds)))
+
+    def disarm() -> None:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    return disarm
 
 
 def _root_home() -> str:

@@ -331,3 +331,37 @@ def test_closed_stderr_never_turns_an_error_into_success(tmp_path):
     assert r.returncode == 2
     r = subprocess.run(["bash", "-c", cmd.replace("2>&-", "2>&- 1>&-")], env=env)
     assert r.returncode == 2
+
+
+def test_watchdog_kills_a_hung_pam_auth():
+    """A camera read that never returns must not hang the login: the watchdog's SIGALRM
+    (default action) ends the process, so PAM sees a failure and falls through."""
+    import signal
+    import time
+
+    code = "from faceunlock.pam import _watchdog; _watchdog(1); import time; time.sleep(30); print('survived')"
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == -signal.SIGALRM and "survived" not in p.stdout
+    assert time.monotonic() - t0 < 25
+
+
+def test_pam_auth_arms_the_watchdog_and_disarms_it(enrolled, pam_env, monkeypatch):
+    import signal
+
+    armed, disarmed = [], []
+
+    def fake_watchdog(seconds):
+        armed.append(seconds)
+        return lambda: disarmed.append(True)
+
+    monkeypatch.setattr(pam, "_watchdog", fake_watchdog)
+    pam_env(PAM_USER="astro", PAM_TYPE="auth", PAM_SERVICE="login")
+    assert run_pam(enrolled, "--source", str(enrolled["astro"]), "--no-liveness", "--seconds", "7.2") == 0
+    assert armed == [8 + pam.WATCHDOG_MARGIN_S] and disarmed == [True]
+    monkeypatch.undo()
+    # the real one, in-process: armed and disarmed again (the test run is not killed later)
+    disarm = pam._watchdog(5)
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    disarm()
+    assert signal.alarm(0) == 0
