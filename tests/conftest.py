@@ -82,3 +82,25 @@ def eye_landmarks(ear: float) -> np.ndarray:
         for up, down, x in ((p2, p6, x0 + 13), (p3, p5, x0 + 27)):
             lm[up, :2], lm[down, :2] = (x, 100 - 20 * ear), (x, 100 + 20 * ear)
     return lm
+
+
+PAM_HOST_VARIABLES = ("PAM_RHOST", "PAM_TTY", "XDG_SESSION_ID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
+
+
+def pam_call_environment(monkeypatch, user: str = "alice", *, also_unset: tuple[str, ...] = ()) -> list[str]:
+    """A local PAM 'auth' call for ``user``, as pam_exec would make it, for in-process tests of
+    ``faceunlock.pam.run``: remote markers unset (and ``also_unset``), file sources allowed
+    (the test switch), the test runner's own ancestry and logind sessions not consulted.
+    Returns the list that collects pam-auth's log lines instead of syslog."""
+    from faceunlock import pam
+
+    for k in PAM_HOST_VARIABLES + tuple(also_unset):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("PAM_USER", user)
+    monkeypatch.setenv("PAM_TYPE", "auth")
+    monkeypatch.setenv(pam.TEST_SOURCES_ENV, "1")
+    monkeypatch.setattr(pam, "_ancestors", lambda: [])
+    monkeypatch.setattr(pam, "_SESSIONS", Path("/nonexistent-logind-sessions"))
+    logged: list[str] = []
+    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
+    return logged

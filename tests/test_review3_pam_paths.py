@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import faceunlock as fu
-from conftest import write_views
+from conftest import pam_call_environment, write_views
 from faceunlock import embed, pam
 from faceunlock.store import UserRecord
 
@@ -73,17 +73,7 @@ def setup(tmp_path_factory):
 
 @pytest.fixture()
 def env(monkeypatch, tmp_path):
-    for k in ("PAM_RHOST", "PAM_TTY", "XDG_SESSION_ID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY",
-              "FACEUNLOCK_MODEL_DIR", "XDG_DATA_HOME"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("PAM_USER", "alice")
-    monkeypatch.setenv("PAM_TYPE", "auth")
-    monkeypatch.setenv(pam.TEST_SOURCES_ENV, "1")
-    monkeypatch.setattr(pam, "_ancestors", lambda: [])
-    monkeypatch.setattr(pam, "_SESSIONS", Path("/nonexistent-logind-sessions"))
-    logged: list[str] = []
-    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
-    return logged
+    return pam_call_environment(monkeypatch, also_unset=("FACEUNLOCK_MODEL_DIR", "XDG_DATA_HOME"))
 
 
 def _args(setup, source: Path, **kw) -> argparse.Namespace:

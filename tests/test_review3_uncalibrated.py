@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import faceunlock as fu
-from conftest import write_views
+from conftest import pam_call_environment, write_views
 from faceunlock import cli, embed, pam
 from faceunlock.store import UserRecord
 
@@ -56,15 +56,7 @@ def test_cli_unlock_with_an_uncalibrated_model_is_a_clear_error_and_charges_noth
 
 def test_pam_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, monkeypatch):
     u = uncalibrated
-    for k in ("PAM_RHOST", "PAM_TTY", "XDG_SESSION_ID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("PAM_USER", "alice")
-    monkeypatch.setenv("PAM_TYPE", "auth")
-    monkeypatch.setenv(pam.TEST_SOURCES_ENV, "1")
-    monkeypatch.setattr(pam, "_ancestors", lambda: [])
-    monkeypatch.setattr(pam, "_SESSIONS", Path("/nonexistent-logind-sessions"))
-    logged: list[str] = []
-    monkeypatch.setattr(pam, "_log", lambda prio, msg: logged.append(msg))
+    logged = pam_call_environment(monkeypatch)
     args = argparse.Namespace(config="/nonexistent/pam.conf", source=str(u["astro"]), seconds=10.0, level=None,
                               no_liveness=True, allow_remote=None, challenge=False, skip=0.0,
                               store=str(u["s"]), key_file=str(u["k"]))
