@@ -32,7 +32,7 @@ from .policy import Policy, PolicyError
 from .store import StoreValueError, TemplateStore, UserRecord
 from .unlock import EnrollmentReport, FaceUnlock, IdentifyResult, Reason, UnlockResult
 
-__version__ = "0.2.1"
+__version__ = "0.2.2"
 
 __all__ = [
     "__version__",
