@@ -483,15 +483,10 @@ def cmd_unlock(args) -> int:
 
 
 def _check_threshold(fu) -> None:
-    """Raise ModelError unless ``fu`` has a usable threshold: an imported model without
-    calibration (``models import`` of an unknown model writes none) cannot judge a face."""
-    from .errors import ModelError
-
-    t = fu.threshold
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-        spec = fu.engine.embedder_spec
-        raise ModelError(f"embedder {spec.name!r} has no calibrated {fu.policy.level} threshold: calibrate it and "
-                         "set it in its spec.json (docs/EMBEDDERS.md) before unlocking with it")
+    """Raise ModelError unless ``fu`` has a usable threshold (an imported model without
+    calibration — ``models import`` of an unknown model writes none — cannot judge a face),
+    before the camera opens. FaceUnlock checks it again before charging an attempt."""
+    fu._usable_threshold()
 
 
 def _challenge_for(args, fu):

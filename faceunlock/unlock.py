@@ -25,7 +25,7 @@ from .decision import DEFAULT_RULE, SINGLE_FRAME, AdaptRule, FrameDecision, Fram
 from .detect import Face
 from .embed import DEFAULT_EMBEDDER
 from .engine import FaceEngine
-from .errors import EnrollmentError, FaceUnlockError
+from .errors import EnrollmentError, FaceUnlockError, ModelError
 from .image import as_rgb
 from .liveness import Liveness, Observation
 from .liveness.blink import eye_aspect_ratio, open_eye_ear
@@ -187,6 +187,16 @@ class FaceUnlock:
             return float(self.policy.threshold)
         spec = self.engine.embedder_spec
         return spec.threshold if self.policy.level == "strong" else spec.convenience_threshold
+
+    def _usable_threshold(self) -> float:
+        """:attr:`threshold`, or :class:`ModelError` when it is not a number in [-1, 1] (an
+        imported embedder without calibration has none): raised before an attempt is
+        charged, so such a model costs the user no attempt."""
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not -1.0 <= float(t) <= 1.0:
+            raise ModelError(f"embedder {self.engine.embedder_spec.name!r} has no calibrated {self.policy.level} "
+                             f"threshold ({t!r}): calibrate it and set it in its spec.json (docs/EMBEDDERS.md)")
+        return float(t)
 
     # ------------------------------------------------------------------ enrolment
     @_one_at_a_time
@@ -474,6 +484,7 @@ class FaceUnlock:
         if challenge is not None and self.liveness is None:
             raise FaceUnlockError("a challenge needs liveness on: construct FaceUnlock with liveness=True")
         _frame_rate(fps)  # a bad fps is the caller's error, refused before the attempt is charged
+        self._usable_threshold()  # so is an uncalibrated embedder
         if challenge is not None and challenge.started:
             raise FaceUnlockError("this challenge was already used: make a new one for every attempt "
                                   "(Liveness.new_challenge())")
@@ -534,6 +545,7 @@ class FaceUnlock:
         t0 = time.perf_counter()
         now = self._clock()
         _frame_rate(fps)  # refused before the attempt is charged
+        self._usable_threshold()
         charge = self._charge(None, now, check_embedder=False)
         names = sorted(charge.charged)
         if not names:

@@ -19,6 +19,7 @@ import pytest
 import faceunlock as fu
 from conftest import pam_call_environment, write_views
 from faceunlock import cli, embed, pam
+from faceunlock.errors import ModelError
 from faceunlock.store import UserRecord
 
 DATA = Path(fu.__file__).resolve().parent / "data"
@@ -41,7 +42,7 @@ def uncalibrated(tmp_path, monkeypatch):
     v = np.ones(src.dim, np.float32) / np.sqrt(src.dim)
     store.put("alice", UserRecord(templates=np.stack([v] * 3), embedder="custom", created=1.0))
     astro = write_views(DATA / "astronaut.jpg", tmp_path / "astro", 2)
-    return {"store": store, "s": sdir / "s.fus", "k": sdir / "s.key", "astro": astro}
+    return {"store": store, "s": sdir / "s.fus", "k": sdir / "s.key", "astro": astro, "spec_dir": models / "custom"}
 
 
 def test_cli_unlock_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, capsys):
@@ -62,4 +63,18 @@ def test_pam_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(unc
                               store=str(u["s"]), key_file=str(u["k"]))
     assert pam.run(args) == pam.EXIT_ERROR, logged
     assert "unexpected" not in logged[-1] and "threshold" in logged[-1], logged
+    assert u["store"].get("alice").failures == 0
+
+
+@pytest.mark.parametrize("method", ["unlock", "identify"])
+def test_library_unlock_and_identify_refuse_an_uncalibrated_model_before_charging(uncalibrated, method):
+    """The same through the library API: FaceUnlock.unlock / identify with an embedder whose
+    threshold is None raise ModelError before the attempt is charged (0.2.1 charged it, then
+    raised TypeError comparing a score with None)."""
+    u = uncalibrated
+    spec = embed.load_spec(u["spec_dir"])
+    fu_ = fu.FaceUnlock(u["store"], engine=fu.FaceEngine(threads=1, embedder=spec), liveness=False)
+    frames = [fu.load_image(p) for p in sorted(u["astro"].iterdir())]
+    with pytest.raises(ModelError, match="no calibrated"):
+        fu_.unlock("alice", frames) if method == "unlock" else fu_.identify(frames)
     assert u["store"].get("alice").failures == 0
