@@ -227,7 +227,7 @@ def _check_owner(path: Path, what: str, *, secret: bool, missing_ok: bool = Fals
     except FileNotFoundError:
         if missing_ok:  # the defaults — unless someone else could create it before it is read
             _check_missing(real, what, path)
-            return path
+            return real  # read where it was found missing, never the name (a link on the way may move)
         raise _Fail(f"cannot stat the {what} {path}: not found") from None
     except OSError as exc:
         raise _Fail(f"cannot stat the {what} {path}: {exc.strerror}") from None
@@ -466,19 +466,24 @@ WATCHDOG_MARGIN_S = 90
 
 def _watchdog(seconds: int):
     """Arm SIGALRM with its default action (terminate) in ``seconds``; returns the function
-    that disarms it and restores the previous handler. A no-op off the main thread or where
-    SIGALRM does not exist."""
+    that disarms it and restores the previous handler and a timer the host program had
+    running (``alarm``/``setitimer``; due meanwhile: it fires right after). A no-op off the
+    main thread, where SIGALRM does not exist, or under a handler Python cannot restore."""
     import signal
     import threading
 
-    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+    if (not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGALRM) is None):  # None: a handler Python cannot put back
         return lambda: None
     previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(max(1, int(seconds)))
+    t0 = time.monotonic()
+    host = signal.setitimer(signal.ITIMER_REAL, max(1, int(seconds)))  # the host's own timer, if any
 
     def disarm() -> None:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if host[0] > 0:  # give an in-process host its timer back (late rather than lost)
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, host[0] - (time.monotonic() - t0)), host[1])
 
     return disarm
 
