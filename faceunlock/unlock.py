@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import functools
 import math
+import numbers
 import threading
 import time
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ class FaceUnlock:
         imported embedder without calibration has none): raised before an attempt is
         charged, so such a model costs the user no attempt."""
         t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not -1.0 <= float(t) <= 1.0:
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not -1.0 <= float(t) <= 1.0:  # NumPy too
             raise ModelError(f"embedder {self.engine.embedder_spec.name!r} has no calibrated {self.policy.level} "
                              f"threshold ({t!r}): calibrate it and set it in its spec.json (docs/EMBEDDERS.md)")
         return float(t)
