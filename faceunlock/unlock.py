@@ -150,8 +150,11 @@ class FaceUnlock:
     Threads: one instance may be shared between threads. Its enrolments and attempts
     (:meth:`assess`, :meth:`enroll`, :meth:`unlock`, :meth:`identify`) run one at a time,
     since they share the engine's and the liveness check's models; a second caller waits
-    for the running attempt (at most ``policy.timeout_s`` of camera time plus compute) to
-    end. Do not share the ``engine`` or ``liveness`` objects you pass in with code running in
+    until the running one has consumed its frames (an attempt: at most ``policy.timeout_s``
+    of camera time, but for as long as its frame source blocks; an enrolment: all of its
+    frames), with no timeout. The frame source and ``progress`` may call these methods
+    from the same thread (the lock is re-entrant), never wait on another thread that
+    does: that deadlocks. Do not share the ``engine`` or ``liveness`` objects you pass in with code running in
     another thread. Several processes may share one store file (docs/STORE.md).
     """
 
