@@ -153,9 +153,10 @@ class FaceUnlock:
     until the running one has consumed its frames (an attempt: at most ``policy.timeout_s``
     of camera time, but for as long as its frame source blocks; an enrolment: all of its
     frames), with no timeout. The frame source and ``progress`` may call these methods
-    from the same thread (the lock is re-entrant), never wait on another thread that
-    does: that deadlocks. Do not share the ``engine`` or ``liveness`` objects you pass in with code running in
-    another thread. Several processes may share one store file (docs/STORE.md).
+    from the same thread (the lock is re-entrant), but must never wait on another thread
+    that does: that deadlocks. Do not share the ``engine`` or ``liveness`` objects you pass
+    in with code running in another thread. Several processes may share one store file
+    (docs/STORE.md).
     """
 
     #: When frames make a match (faceunlock.decision): None = ``DEFAULT_RULE`` (k of the
