@@ -45,21 +45,28 @@ def uncalibrated(tmp_path, monkeypatch):
     return {"store": store, "s": sdir / "s.fus", "k": sdir / "s.key", "astro": astro, "spec_dir": models / "custom"}
 
 
-def test_cli_unlock_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, capsys):
+# liveness off (review 3) and on, the default of both commands (review 4: with it on,
+# ``Liveness(engine)`` derived its identity threshold from None first — "unexpected TypeError")
+LIVENESS = pytest.mark.parametrize("liveness", [False, True], ids=["no-liveness", "liveness"])
+
+
+@LIVENESS
+def test_cli_unlock_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, capsys, liveness):
     u = uncalibrated
     rc = cli.main(["--store", str(u["s"]), "--key-file", str(u["k"]), "unlock", "alice",
-                   "--source", str(u["astro"]), "--no-liveness"])
+                   "--source", str(u["astro"])] + ([] if liveness else ["--no-liveness"]))
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "unexpected" not in err and "threshold" in err, err
     assert u["store"].get("alice").failures == 0
 
 
-def test_pam_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, monkeypatch):
+@LIVENESS
+def test_pam_with_an_uncalibrated_model_is_a_clear_error_and_charges_nothing(uncalibrated, monkeypatch, liveness):
     u = uncalibrated
     logged = pam_call_environment(monkeypatch)
     args = argparse.Namespace(config="/nonexistent/pam.conf", source=str(u["astro"]), seconds=10.0, level=None,
-                              no_liveness=True, allow_remote=None, challenge=False, skip=0.0,
+                              no_liveness=None if liveness else True, allow_remote=None, challenge=False, skip=0.0,
                               store=str(u["s"]), key_file=str(u["k"]))
     assert pam.run(args) == pam.EXIT_ERROR, logged
     assert "unexpected" not in logged[-1] and "threshold" in logged[-1], logged
