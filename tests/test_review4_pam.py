@@ -21,7 +21,6 @@ import argparse
 import os
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 
