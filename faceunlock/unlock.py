@@ -178,10 +178,6 @@ class FaceUnlock:
         self.engine = engine or FaceEngine(threads=1)
         self.policy = policy or Policy()
         if liveness is True:
-            spec = self.engine.embedder_spec  # the identity check's threshold derives from its thresholds
-            if spec.convenience_threshold is None and spec.threshold is None:
-                raise ModelError(f"embedder {spec.name!r} has no calibrated threshold (the liveness check's identity "
-                                 "threshold derives from it): calibrate it and set it in its spec.json (docs/EMBEDDERS.md)")
             liveness = Liveness(self.engine)
         self.liveness = liveness or None
         self._clock = clock

@@ -42,6 +42,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import ModelError
 from .challenge import Challenge, ChallengeState, Observation, Prompt
 from .passive import ATTENTION_MIN_EAR, MIN_CHANGE, MIN_FRAMES, TEXTURE_THRESHOLD, PassiveSession, face_patch
 from .tracks import HINT_TURN_HEAD, MIN_MOTION_DEG, PARALLAX_THRESHOLD, LivenessResult, judge
@@ -166,7 +167,12 @@ class Liveness:
         self.min_motion_deg = float(min_motion_deg)
         if identity_threshold is None:
             spec = engine.embedder_spec
-            identity_threshold = float(spec.convenience_threshold or spec.threshold) - 0.05
+            base = spec.convenience_threshold if spec.convenience_threshold is not None else spec.threshold
+            if base is None:
+                raise ModelError(f"embedder {spec.name!r} has no calibrated threshold (the liveness check's identity "
+                                 "threshold derives from it): calibrate it and set it in its spec.json "
+                                 "(docs/EMBEDDERS.md), or pass identity_threshold")
+            identity_threshold = float(base) - 0.05
         self.identity_threshold = float(identity_threshold)
         self.check_identity = check_identity
         self.require_attention = bool(require_attention)
