@@ -447,7 +447,7 @@ def cmd_unlock(args) -> int:
     # The attempt's limit (policy.timeout_s) runs on the frames' own timestamps (camera
     # time), so a recording is judged exactly as a live camera showing it would be.
     fu = _unlocker(args, store, None, args.user)
-    _check_threshold(fu)  # before the camera opens and before the attempt is charged
+    fu._usable_threshold()  # an uncalibrated imported model: a clear error before the camera opens
     challenge = _challenge_for(args, fu)
     with _open_source(args, max_seconds=args.seconds) as cam:
         frames = cam.timed() if fu.liveness else cam.images()
@@ -480,13 +480,6 @@ def cmd_unlock(args) -> int:
             text += f"; hint: {r.hint}"
     _emit(args, payload, text)
     return 0 if r.granted else 1
-
-
-def _check_threshold(fu) -> None:
-    """Raise ModelError unless ``fu`` has a usable threshold (an imported model without
-    calibration — ``models import`` of an unknown model writes none — cannot judge a face),
-    before the camera opens. FaceUnlock checks it again before charging an attempt."""
-    fu._usable_threshold()
 
 
 def _challenge_for(args, fu):

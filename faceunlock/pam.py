@@ -571,9 +571,7 @@ def _authenticate(args, user: str, service: str, conf: dict) -> int:
             spec = replace(spec, file=str(_check_owner(spec.path, "embedder model", secret=False)))
     engine = FaceEngine(threads=1, **({"embedder": spec} if spec is not None else {}))
     fu = FaceUnlock(store, engine=engine, policy=policy, **kw)
-    from .cli import _check_threshold
-
-    _check_threshold(fu)  # an uncalibrated imported model: exit 2 before anything is charged
+    fu._usable_threshold()  # an uncalibrated imported model: exit 2 before the camera opens
     challenge = None
     if getattr(args, "challenge", False):
         if not fu.liveness:
