@@ -250,6 +250,7 @@ class FaceUnlock:
         ``progress(accepted, needed, quality)`` is called after each frame.
         """
         p = self.policy
+        bar = self._consistency_bar()  # before any frame is read: an uncalibrated embedder cannot enrol
         cands: list[tuple[np.ndarray, FrameQuality, float]] = []  # (template, quality, eye aspect ratio)
         rejected: dict[str, int] = {}
         seen = 0
@@ -264,7 +265,7 @@ class FaceUnlock:
                 progress(min(len(cands), p.enroll_max_templates), p.enroll_min_templates, quality)
             if len(cands) >= 4 * p.enroll_max_templates:
                 break
-        kept = self._consistent(cands, rejected)
+        kept = self._consistent(cands, rejected, bar)
         if len(kept) < p.enroll_min_templates:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items(), key=lambda kv: -kv[1])) or "no frames"
             raise EnrollmentError(
@@ -302,15 +303,25 @@ class FaceUnlock:
         rec = self.store.update(user, apply)
         return EnrollmentReport(user, int(rec.templates.shape[0]) if rec else 0, seen, len(cands), rejected, poses)
 
-    def _consistent(self, cands, rejected):
-        """Drop candidates that are not the same person as the majority (a second person
-        stepping in during enrolment)."""
+    def _consistency_bar(self) -> float:
+        """Cosine every kept enrolment frame needs with the medoid frame: the embedder's
+        convenience threshold (else its strong one) − 0.03; :class:`ModelError` when the
+        embedder has neither (an imported model without calibration)."""
+        spec = self.engine.embedder_spec
+        base = spec.convenience_threshold if spec.convenience_threshold is not None else spec.threshold
+        if base is None:
+            raise ModelError(f"embedder {spec.name!r} has no calibrated threshold: calibrate it and set it in its "
+                             "spec.json (docs/EMBEDDERS.md) before enrolling with it")
+        return float(base) - 0.03
+
+    def _consistent(self, cands, rejected, bar: float):
+        """Drop candidates whose cosine with the medoid is below ``bar``: not the same person
+        as the majority (a second person stepping in during enrolment)."""
         if len(cands) < 2:
             return cands
         t = np.stack([c[0] for c in cands])
         sims = t @ t.T
         medoid = int(np.argmax(np.median(sims, axis=1)))
-        bar = self.engine.embedder_spec.convenience_threshold - 0.03
         keep = [c for c, s in zip(cands, sims[medoid]) if s >= bar]
         if len(keep) < len(cands):
             rejected["a different face"] = rejected.get("a different face", 0) + len(cands) - len(keep)

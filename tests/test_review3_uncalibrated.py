@@ -85,3 +85,22 @@ def test_library_unlock_and_identify_refuse_an_uncalibrated_model_before_chargin
     with pytest.raises(ModelError, match="no calibrated"):
         fu_.unlock("alice", frames) if method == "unlock" else fu_.identify(frames)
     assert u["store"].get("alice").failures == 0
+
+
+def test_enrol_with_an_uncalibrated_model_is_a_clear_error_before_any_frame(uncalibrated):
+    """FaceUnlock(liveness=False).enroll with an embedder that has no thresholds raised
+    TypeError in the consistency check after reading every frame (0.2.2 before this fix);
+    it is a ModelError before the first frame is read, and nothing is stored."""
+    u = uncalibrated
+    spec = embed.load_spec(u["spec_dir"])
+    fu_ = fu.FaceUnlock(u["store"], engine=fu.FaceEngine(threads=1, embedder=spec), liveness=False)
+    read = []
+
+    def frames():
+        for p in sorted(u["astro"].iterdir()):
+            read.append(p)
+            yield fu.load_image(p)
+
+    with pytest.raises(ModelError, match="no calibrated"):
+        fu_.enroll("bob", frames())
+    assert read == [] and u["store"].get("bob") is None
