@@ -85,6 +85,16 @@ class EmbedderSpec:
         p = Path(self.file)
         return p if p.is_absolute() else model_path(self.file)
 
+    def looser_threshold(self, purpose: str) -> float:
+        """The convenience threshold, else the strong one: the base that the liveness identity
+        check and the enrolment consistency check derive their bars from. :class:`ModelError`
+        naming ``purpose`` when the spec has neither (an imported model without calibration)."""
+        base = self.convenience_threshold if self.convenience_threshold is not None else self.threshold
+        if base is None:
+            raise ModelError(f"embedder {self.name!r} has no calibrated threshold ({purpose}): calibrate it and set "
+                             "it in its spec.json (docs/EMBEDDERS.md)")
+        return float(base)
+
     def to_json(self) -> dict:
         return {"format": SPEC_FORMAT, **asdict(self)}
 

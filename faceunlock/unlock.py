@@ -307,12 +307,7 @@ class FaceUnlock:
         """Cosine every kept enrolment frame needs with the medoid frame: the embedder's
         convenience threshold (else its strong one) − 0.03; :class:`ModelError` when the
         embedder has neither (an imported model without calibration)."""
-        spec = self.engine.embedder_spec
-        base = spec.convenience_threshold if spec.convenience_threshold is not None else spec.threshold
-        if base is None:
-            raise ModelError(f"embedder {spec.name!r} has no calibrated threshold: calibrate it and set it in its "
-                             "spec.json (docs/EMBEDDERS.md) before enrolling with it")
-        return float(base) - 0.03
+        return self.engine.embedder_spec.looser_threshold("needed to enrol with it") - 0.03
 
     def _consistent(self, cands, rejected, bar: float):
         """Drop candidates whose cosine with the medoid is below ``bar``: not the same person

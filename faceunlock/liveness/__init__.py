@@ -42,7 +42,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ModelError
 from .challenge import Challenge, ChallengeState, Observation, Prompt
 from .passive import ATTENTION_MIN_EAR, MIN_CHANGE, MIN_FRAMES, TEXTURE_THRESHOLD, PassiveSession, face_patch
 from .tracks import HINT_TURN_HEAD, MIN_MOTION_DEG, PARALLAX_THRESHOLD, LivenessResult, judge
@@ -166,13 +165,9 @@ class Liveness:
         self.parallax_threshold = float(parallax_threshold)
         self.min_motion_deg = float(min_motion_deg)
         if identity_threshold is None:
-            spec = engine.embedder_spec
-            base = spec.convenience_threshold if spec.convenience_threshold is not None else spec.threshold
-            if base is None:
-                raise ModelError(f"embedder {spec.name!r} has no calibrated threshold (the liveness check's identity "
-                                 "threshold derives from it): calibrate it and set it in its spec.json "
-                                 "(docs/EMBEDDERS.md), or pass identity_threshold")
-            identity_threshold = float(base) - 0.05
+            base = engine.embedder_spec.looser_threshold("the liveness identity threshold derives from it; "
+                                                          "or pass identity_threshold")
+            identity_threshold = base - 0.05
         self.identity_threshold = float(identity_threshold)
         self.check_identity = check_identity
         self.require_attention = bool(require_attention)
